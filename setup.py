@@ -1,0 +1,37 @@
+"""lmscale: pretrain, fine-tune and evaluate BERT and GPT-2 models with JAX/Flax."""
+
+from setuptools import find_packages, setup
+
+# Versions tested together on CPU (see ../shared/DESIGN.md, "Verified facts").
+INSTALL_REQUIRES = [
+    "jax==0.10.2",
+    "jaxlib==0.10.2",
+    "flax==0.12.8",
+    "optax==0.2.8",
+    "orbax-checkpoint==0.12.8",
+    "grain==0.2.18",
+    "array-record==0.8.6",
+    "tensorflow-datasets==4.9.10",
+    "sentencepiece==0.2.3",
+    "ml-collections==1.1.0",
+    "numpy==2.4.6",
+    "tokenizers==0.23.3",
+    "safetensors==0.8.0",
+    "tqdm==4.70.1",
+    "matplotlib==3.11.2",
+    "tensorboardX==2.6.5",
+    "scipy==1.17.1",
+]
+
+setup(
+    name="lmscale",
+    version="0.1.0",
+    description=__doc__,
+    python_requires=">=3.10",
+    packages=find_packages(include=["lmscale", "lmscale.*"]),
+    install_requires=INSTALL_REQUIRES,
+    extras_require={
+        "test": ["pytest==9.0.3", "ruff==0.17.6"],
+    },
+    entry_points={"console_scripts": ["lmscale=lmscale.cli:main"]},
+)
