@@ -166,19 +166,21 @@ def _doc_windows(num_tokens: int, max_tokens: int, doc_stride: int) -> list[tupl
         start += min(length, doc_stride)
 
 
-def _max_context_window(windows: list[tuple[int, int]], position: int) -> int:
-    """`_check_is_max_context`: the window where the token has the most context.
+def _max_context_windows(windows: list[tuple[int, int]], num_tokens: int) -> np.ndarray:
+    """`_check_is_max_context` for every token at once: `[num_tokens]` best window index.
 
-    Score = min(left, right context) + 0.01 * window length; the first best wins.
+    Score = min(left, right context) + 0.01 * window length; the first best window wins.
     """
-    best_score, best_index = -1.0, -1
+    position = np.arange(num_tokens)
+    best_score = np.full(num_tokens, -1.0)
+    best_window = np.full(num_tokens, -1)
     for index, (start, length) in enumerate(windows):
         end = start + length - 1
-        if start <= position <= end:
-            score = min(position - start, end - position) + 0.01 * length
-            if score > best_score:
-                best_score, best_index = score, index
-    return best_index
+        score = np.minimum(position - start, end - position) + 0.01 * length
+        better = (position >= start) & (position <= end) & (score > best_score)
+        best_score[better] = score[better]
+        best_window[better] = index
+    return best_window
 
 
 def _answer_token_span(
@@ -218,15 +220,21 @@ def build_squad_features(
     rows: dict[str, list] = {key: [] for key in FEATURE_KEYS}
     example_index, char_spans, max_context = [], [], []
     truncated = outside = 0
+    doc_cache: dict[str, tuple[list[int], list[tuple[int, int]]]] = {}
     for ex_index, example in enumerate(examples):
         query = tokenizer.encode(example.question)
         if len(query) > max_query_length:
             truncated += 1
             query = query[:max_query_length]
-        doc_ids, doc_offsets = tokenizer.encode_with_offsets(example.context)
+        if example.context not in doc_cache:  # SQuAD asks ~5 questions per paragraph
+            doc_cache.clear()
+            doc_cache[example.context] = tokenizer.encode_with_offsets(example.context)
+        doc_ids, doc_offsets = doc_cache[example.context]
         answer = _answer_token_span(doc_offsets, example.answer_start,
                                     example.answer_start + len(example.answers[0]))
         windows = _doc_windows(len(doc_ids), max_seq_length - len(query) - 3, doc_stride)
+        best_window = _max_context_windows(windows, len(doc_ids))
+        offsets = np.asarray(doc_offsets, np.int32).reshape(-1, 2)
         doc_offset = len(query) + 2  # position of the first context token in the window
         for w_index, (w_start, w_length) in enumerate(windows):
             ids = [tokenizer.cls_id, *query, tokenizer.sep_id,
@@ -238,10 +246,10 @@ def build_squad_features(
             rows["attention_mask"].append([1] * n + [0] * pad)
 
             spans = np.full((max_seq_length, 2), -1, np.int32)
+            spans[doc_offset:doc_offset + w_length] = offsets[w_start:w_start + w_length]
             is_max = np.zeros(max_seq_length, bool)
-            for i in range(w_length):
-                spans[doc_offset + i] = doc_offsets[w_start + i]
-                is_max[doc_offset + i] = _max_context_window(windows, w_start + i) == w_index
+            is_max[doc_offset:doc_offset + w_length] = \
+                best_window[w_start:w_start + w_length] == w_index
             char_spans.append(spans)
             max_context.append(is_max)
 
