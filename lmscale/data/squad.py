@@ -53,6 +53,16 @@ class SquadReadReport:
     skipped_questions: int = 0  # no answer left after dropping mismatched ones
     mismatched_ids: list[str] = field(default_factory=list)
 
+    def describe(self) -> str:
+        """One line for logs; names a few offending question ids."""
+        line = (f"{self.questions} questions, {self.answers} answers; "
+                f"{self.mismatched_answers} answers whose answer_start does not match the "
+                f"context dropped, {self.skipped_questions} questions left without an answer "
+                "skipped")
+        if self.mismatched_ids:
+            line += f" (e.g. {', '.join(self.mismatched_ids[:5])})"
+        return line
+
 
 @dataclass(frozen=True)
 class SquadFeatures:
@@ -307,11 +317,12 @@ def postprocess_squad_predictions(
         s, e = starts[:, None], ends[None, :]
         valid = (features.is_max_context[f_index][s] & in_context[e]
                  & (e >= s) & (e - s + 1 <= max_answer_length))
-        if not valid.any():
+        candidates = np.flatnonzero(valid)  # in (start rank, end rank) order
+        if len(candidates) == 0:
             continue
-        scores = np.where(valid, start_logits[f_index][s] + end_logits[f_index][e], -np.inf)
-        flat = int(np.argmax(scores))  # first maximum in (start rank, end rank) order
-        score = float(scores.flat[flat])
+        scores = (start_logits[f_index][s] + end_logits[f_index][e]).ravel()[candidates]
+        flat = int(candidates[np.argmax(scores)])  # the first maximum wins ties
+        score = float(scores.max())
         if ex_index not in best or score > best[ex_index][0]:
             i, j = divmod(flat, len(ends))
             best[ex_index] = (score, f_index, int(starts[i]), int(ends[j]))

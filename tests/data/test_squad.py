@@ -22,7 +22,8 @@ from lmscale.data.tokenizer import (
 from lmscale.errors import InputError
 from lmscale.tasks.squad_metric import evaluate_squad
 
-DATA = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data")
+# <repo>/../shared/data, read in place.
+DATA = os.path.normpath(os.path.join(os.path.dirname(__file__), "../../../shared/data"))
 DEV_FILE = os.path.join(DATA, "squad", "dev-v1.1.json")
 MINILM = os.path.join(DATA, "models", "all-MiniLM-L6-v2")
 needs_data = pytest.mark.skipif(not os.path.isfile(DEV_FILE),
@@ -161,6 +162,8 @@ def test_mismatched_answers_are_counted_and_skipped():
     assert (report.questions, report.answers, report.mismatched_answers,
             report.skipped_questions) == (2, 3, 2, 1)
     assert report.mismatched_ids == ["ok", "bad"]
+    assert "2 answers whose answer_start does not match" in report.describe()
+    assert "1 questions left without an answer skipped (e.g. ok, bad)" in report.describe()
 
 
 def test_postprocess_picks_the_best_valid_span_across_windows():
@@ -184,6 +187,12 @@ def test_postprocess_picks_the_best_valid_span_across_windows():
     # With only the single best start and end per window no valid pair remains.
     assert postprocess_squad_predictions([example], features, start, end,
                                          n_best_size=1) == {"q": ""}
+    # Masked (-inf) logits everywhere but one valid pair still yield that pair.
+    masked_start = np.full_like(start, -np.inf)
+    masked_end = np.full_like(end, -np.inf)
+    masked_start[4, position(4, 90)] = masked_end[4, position(4, 90)] = 0.0
+    assert postprocess_squad_predictions([example], features, masked_start, masked_end) == {
+        "q": "t90"}
     with pytest.raises(InputError, match="do not match the features"):
         postprocess_squad_predictions([example], features, start[:, :10], end[:, :10])
 

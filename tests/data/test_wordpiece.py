@@ -7,10 +7,11 @@ from tokenizers import Tokenizer, models
 from lmscale.data.wordpiece import WordPieceTokenizer
 from lmscale.errors import InputError
 
-DATA = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data")
+# <repo>/../shared/data, read in place.
+DATA = os.path.normpath(os.path.join(os.path.dirname(__file__), "../../../shared/data"))
 MINILM = os.path.join(DATA, "models", "all-MiniLM-L6-v2")
 DEV_FILE = os.path.join(DATA, "squad", "dev-v1.1.json")
-pytestmark = pytest.mark.skipif(not os.path.isdir(MINILM),
+needs_minilm = pytest.mark.skipif(not os.path.isdir(MINILM),
                                 reason=f"all-MiniLM-L6-v2 checkpoint not found at {MINILM}")
 
 SENTENCES = [
@@ -46,6 +47,7 @@ def contexts():
     return [p["context"] for a in (articles[0], articles[41]) for p in a["paragraphs"]]
 
 
+@needs_minilm
 def test_special_tokens_and_vocab(tokenizer):
     assert tokenizer.vocab_size == 30522
     assert (tokenizer.pad_id, tokenizer.cls_id, tokenizer.sep_id, tokenizer.mask_id) == (
@@ -53,6 +55,7 @@ def test_special_tokens_and_vocab(tokenizer):
     assert tokenizer.eot_id is None
 
 
+@needs_minilm
 def test_known_ids_and_word_starts(tokenizer):
     assert tokenizer.encode("Hello world") == [7592, 2088]
     ids = tokenizer.encode("unaffable")
@@ -62,6 +65,7 @@ def test_known_ids_and_word_starts(tokenizer):
     assert tokenizer.decode(tokenizer.encode("The Denver Broncos!")) == "the denver broncos!"
 
 
+@needs_minilm
 @pytest.mark.parametrize("text", SENTENCES)
 def test_matches_library_bert_post_processing_token_for_token(tokenizer, reference, text):
     ids, offsets = tokenizer.encode_with_offsets(text)
@@ -76,6 +80,7 @@ def test_matches_library_bert_post_processing_token_for_token(tokenizer, referen
     assert pair.type_ids == [0] * (len(q_ids) + 2) + [1] * (len(ids) + 1)
 
 
+@needs_minilm
 def test_offsets_index_the_original_text(tokenizer, reference, contexts):
     # Lower case and strip accents; handle_chinese_chars pads CJK characters with spaces.
     def normalize(text):
@@ -92,6 +97,7 @@ def test_offsets_index_the_original_text(tokenizer, reference, contexts):
     assert checked > 10_000
 
 
+@needs_minilm
 def test_vocab_txt_build_equals_tokenizer_json(tokenizer, contexts, tmp_path):
     # Only vocab.txt and tokenizer_config.json: the BertWordPieceTokenizer pipeline.
     os.symlink(os.path.join(MINILM, "vocab.txt"), tmp_path / "vocab.txt")
@@ -104,6 +110,7 @@ def test_vocab_txt_build_equals_tokenizer_json(tokenizer, contexts, tmp_path):
         assert from_vocab.encode_with_offsets(text) == tokenizer.encode_with_offsets(text)
 
 
+@needs_minilm
 def test_case_follows_tokenizer_config(tmp_path):
     os.symlink(os.path.join(MINILM, "vocab.txt"), tmp_path / "vocab.txt")
     (tmp_path / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": False}))

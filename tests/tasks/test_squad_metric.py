@@ -12,7 +12,8 @@ from lmscale.tasks.squad_metric import (
     normalize_answer,
 )
 
-DATA = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data")
+# <repo>/../shared/data, read in place.
+DATA = os.path.normpath(os.path.join(os.path.dirname(__file__), "../../../shared/data"))
 DEV_FILE = os.path.join(DATA, "squad", "dev-v1.1.json")
 
 
