@@ -1,0 +1,99 @@
+"""Model shapes: one dataclass for both families, and the named presets."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import jax.numpy as jnp
+
+from lmscale.errors import ConfigError
+
+FAMILIES = ("gpt", "bert")
+REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    family: str  # "gpt" (decoder, causal LM) or "bert" (encoder, MLM + NSP)
+    vocab_size: int
+    max_len: int  # learned positions
+    d_model: int
+    num_layers: int
+    num_heads: int
+    d_ff: int
+    type_vocab_size: int = 2  # BERT segment embeddings; unused by GPT
+    dropout: float = 0.1
+    layer_norm_eps: float = 1e-5
+    compute_dtype: str = "float32"  # matmul inputs; accumulation is always float32
+    remat_policy: str = "none"
+    attention_impl: str = "xla"  # jax.nn.dot_product_attention: "xla", "cudnn" or "auto"
+    initializer_range: float = 0.02
+
+    def __post_init__(self):
+        if self.family not in FAMILIES:
+            raise ConfigError(f"model.family {self.family!r} must be one of {FAMILIES}")
+        if self.d_model % self.num_heads:
+            raise ConfigError(
+                f"model.d_model ({self.d_model}) must be divisible by model.num_heads "
+                f"({self.num_heads})"
+            )
+        if self.remat_policy not in REMAT_POLICIES:
+            raise ConfigError(
+                f"model.remat_policy {self.remat_policy!r} must be one of {REMAT_POLICIES}"
+            )
+        if self.attention_impl not in ("xla", "cudnn", "auto"):
+            raise ConfigError("model.attention_impl must be 'xla', 'cudnn' or 'auto'")
+        try:
+            jnp.dtype(self.compute_dtype)
+        except TypeError as err:
+            raise ConfigError(f"model.compute_dtype {self.compute_dtype!r}: {err}") from err
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.num_heads
+
+    @property
+    def dtype(self) -> jnp.dtype:
+        return jnp.dtype(self.compute_dtype)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "ModelConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names - {"preset"})
+        if unknown:
+            raise ConfigError(f"unknown model fields {unknown}; valid: {sorted(names)}")
+        return cls(**{k: v for k, v in values.items() if k in names})
+
+
+def _gpt2(d_model: int, num_layers: int, num_heads: int, **kw) -> dict:
+    shape = dict(family="gpt", vocab_size=50257, max_len=1024, d_model=d_model,
+                 num_layers=num_layers, num_heads=num_heads, d_ff=4 * d_model)
+    return shape | kw
+
+
+def _bert(d_model: int, num_layers: int, num_heads: int, **kw) -> dict:
+    shape = dict(family="bert", vocab_size=30522, max_len=512, d_model=d_model,
+                 num_layers=num_layers, num_heads=num_heads, d_ff=4 * d_model,
+                 layer_norm_eps=1e-12)
+    return shape | kw
+
+
+# Published shapes: GPT-2 paper table 2 / openai/gpt-2 hparams; BERT paper section 3.
+PRESETS: dict[str, dict] = {
+    "gpt2-tiny": _gpt2(128, 4, 4, vocab_size=4096, max_len=256),
+    "gpt2": _gpt2(768, 12, 12),
+    "gpt2-medium": _gpt2(1024, 24, 16),
+    "gpt2-large": _gpt2(1280, 36, 20),
+    "gpt2-xl": _gpt2(1600, 48, 25),
+    "bert-tiny": _bert(128, 2, 2, vocab_size=4096, max_len=256),
+    "bert-base": _bert(768, 12, 12),
+    "bert-large": _bert(1024, 24, 16),
+}
+
+
+def preset(name: str, **overrides) -> dict:
+    """The preset's fields as a plain dict (for configs), with overrides applied."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown model preset {name!r}; choose one of {sorted(PRESETS)}")
+    return {"preset": name} | PRESETS[name] | overrides

@@ -1,0 +1,54 @@
+"""GPT-2: a pre-LayerNorm causal decoder with learned positions and a tied LM head."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from lmscale.models.config import ModelConfig
+from lmscale.models.layers import MLP, Embed, LayerNorm, SelfAttention, constrain, stack_layers
+
+
+class GPTBlock(nn.Module):
+    config: ModelConfig
+    deterministic: bool = True
+
+    @nn.compact
+    def __call__(self, x: jax.Array, mask: jax.Array | None):
+        cfg = self.config
+        drop = nn.Dropout(cfg.dropout, deterministic=self.deterministic)
+        h = LayerNorm(cfg.layer_norm_eps, cfg.dtype, name="ln_attn")(x)
+        x = x + drop(SelfAttention(cfg, causal=True, name="attn")(h, mask))
+        h = LayerNorm(cfg.layer_norm_eps, cfg.dtype, name="ln_mlp")(x)
+        x = x + drop(MLP(cfg, name="mlp")(h))
+        return constrain(x, ("batch", "length", "act_embed")), None
+
+
+class GPT(nn.Module):
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(self, input_ids: jax.Array, positions: jax.Array | None = None,
+                 attention_mask: jax.Array | None = None,
+                 deterministic: bool = True) -> jax.Array:
+        """input_ids [batch, length] -> logits [batch, length, vocab] (float32).
+
+        `attention_mask` [batch, length] marks real tokens (left-padded batches); causal
+        masking is always applied on top.
+        """
+        cfg = self.config
+        if positions is None:
+            positions = jnp.arange(input_ids.shape[1])[None, :]
+        wte = Embed(cfg.vocab_size, cfg.d_model, ("vocab", "embed"), cfg.dtype,
+                    cfg.initializer_range, name="wte")
+        wpe = Embed(cfg.max_len, cfg.d_model, ("positions", "embed"), cfg.dtype,
+                    0.01, name="wpe")
+        x = wte(input_ids) + wpe(positions)
+        x = nn.Dropout(cfg.dropout, deterministic=deterministic)(x)
+        x = constrain(x, ("batch", "length", "act_embed"))
+        mask = None if attention_mask is None else attention_mask[:, None, None, :].astype(bool)
+        x, _ = stack_layers(GPTBlock, cfg, "blocks", deterministic=deterministic)(x, mask)
+        x = LayerNorm(cfg.layer_norm_eps, cfg.dtype, name="ln_f")(x)
+        logits = wte.attend(x)  # weight tying (GPT-2, as in Press & Wolf 2017)
+        return constrain(logits, ("batch", "length", "act_vocab"))

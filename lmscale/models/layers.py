@@ -1,0 +1,183 @@
+"""Transformer building blocks shared by BERT and GPT-2.
+
+Parameters carry logical axis names (`embed`, `mlp`, `heads`, `kv`, `vocab`, `positions`);
+activations are constrained with `batch`, `length` and `act_*` names. `lmscale.parallel`
+maps both onto the device mesh, so nothing here knows how many devices there are.
+Parameters are float32; matmuls take the compute dtype and accumulate in float32.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from lmscale.models.config import ModelConfig
+
+Axes = tuple[str | None, ...]
+
+
+def normal_init(std: float, axes: Axes):
+    return nn.with_logical_partitioning(nn.initializers.normal(std), axes)
+
+
+def constrain(x: jax.Array, axes: Axes) -> jax.Array:
+    return nn.with_logical_constraint(x, axes)
+
+
+class Projection(nn.Module):
+    """y = x·W + b, contracting the last `contract` axes of x with the first of W."""
+
+    features: Sequence[int]
+    kernel_axes: Axes
+    dtype: jnp.dtype
+    contract: int = 1
+    init_std: float = 0.02
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        in_shape = x.shape[-self.contract:]
+        kernel = self.param(
+            "kernel", normal_init(self.init_std, self.kernel_axes),
+            (*in_shape, *self.features), jnp.float32,
+        )
+        bias = self.param(
+            "bias", nn.with_logical_partitioning(nn.initializers.zeros, self.kernel_axes[self.contract:]),
+            tuple(self.features), jnp.float32,
+        )
+        x_axes = tuple(range(x.ndim - self.contract, x.ndim))
+        y = jax.lax.dot_general(
+            x.astype(self.dtype), kernel.astype(self.dtype),
+            ((x_axes, tuple(range(self.contract))), ((), ())),
+            preferred_element_type=jnp.float32,
+        )
+        return (y + bias).astype(self.dtype)
+
+
+class LayerNorm(nn.Module):
+    """LayerNorm computed in float32 whatever the compute dtype, for stability."""
+
+    epsilon: float
+    dtype: jnp.dtype
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        y = nn.LayerNorm(
+            epsilon=self.epsilon, dtype=jnp.float32, param_dtype=jnp.float32,
+            scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
+            bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
+            name="norm",
+        )(x.astype(jnp.float32))
+        return y.astype(self.dtype)
+
+
+class Embed(nn.Module):
+    """A lookup table that can also act as the tied output layer (`attend`)."""
+
+    num_embeddings: int
+    features: int
+    axes: Axes
+    dtype: jnp.dtype
+    init_std: float = 0.02
+
+    def setup(self):
+        self.embedding = self.param(
+            "embedding", normal_init(self.init_std, self.axes),
+            (self.num_embeddings, self.features), jnp.float32,
+        )
+
+    def __call__(self, ids: jax.Array) -> jax.Array:
+        return jnp.take(self.embedding, ids, axis=0).astype(self.dtype)
+
+    def attend(self, x: jax.Array) -> jax.Array:
+        """Logits against every row of the table, in float32: [..., d] -> [..., num_embeddings]."""
+        return jnp.einsum(
+            "...d,vd->...v", x.astype(self.dtype), self.embedding.astype(self.dtype),
+            preferred_element_type=jnp.float32,
+        )
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention through `jax.nn.dot_product_attention`.
+
+    Attention-probability dropout is not applied: the fused attention kernels that
+    `dot_product_attention` dispatches to have none, and residual dropout remains.
+    """
+
+    config: ModelConfig
+    causal: bool
+
+    @nn.compact
+    def __call__(self, x: jax.Array, mask: jax.Array | None) -> jax.Array:
+        cfg = self.config
+        heads = (cfg.num_heads, cfg.head_dim)
+
+        def project(name: str) -> jax.Array:
+            y = Projection(heads, ("embed", "heads", "kv"), cfg.dtype,
+                           init_std=cfg.initializer_range, name=name)(x)
+            return constrain(y, ("batch", "length", "act_heads", "kv"))  # [b, t, h, d]
+
+        q, k, v = project("query"), project("key"), project("value")
+        impl = None if cfg.attention_impl == "auto" else cfg.attention_impl
+        y = jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=self.causal,
+                                         implementation=impl)
+        y = constrain(y, ("batch", "length", "act_heads", "kv"))
+        return Projection((cfg.d_model,), ("heads", "kv", "embed"), cfg.dtype, contract=2,
+                          init_std=self.out_init_std, name="out")(y)
+
+    @property
+    def out_init_std(self) -> float:
+        # GPT-2 section 2.3: scale residual-path weights by 1/sqrt(N) at initialisation,
+        # N = number of residual layers (two per block).
+        cfg = self.config
+        if cfg.family == "gpt":
+            return cfg.initializer_range / (2 * cfg.num_layers) ** 0.5
+        return cfg.initializer_range
+
+
+class MLP(nn.Module):
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        cfg = self.config
+        h = Projection((cfg.d_ff,), ("embed", "mlp"), cfg.dtype,
+                       init_std=cfg.initializer_range, name="up")(x)
+        h = constrain(h, ("batch", "length", "act_mlp"))
+        # GPT-2 uses the tanh approximation of GELU; BERT the exact erf form.
+        h = nn.gelu(h, approximate=cfg.family == "gpt")
+        out_std = cfg.initializer_range
+        if cfg.family == "gpt":
+            out_std /= (2 * cfg.num_layers) ** 0.5
+        return Projection((cfg.d_model,), ("mlp", "embed"), cfg.dtype, init_std=out_std,
+                          name="down")(h)
+
+
+def remat_policy(name: str):
+    return {
+        "full": None,  # save nothing, recompute the whole block
+        "dots": jax.checkpoint_policies.checkpoint_dots,
+        "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    }[name]
+
+
+def stack_layers(block_cls: type[nn.Module], config: ModelConfig, name: str, **block_kwargs):
+    """`config.num_layers` copies of a block, scanned (compile time independent of depth).
+
+    The block is called as `block(x, mask) -> (x, None)`; its parameters get a leading
+    `layers` axis.
+    """
+    if config.remat_policy != "none":
+        block_cls = nn.remat(block_cls, policy=remat_policy(config.remat_policy),
+                             prevent_cse=False)
+    scanned = nn.scan(
+        block_cls,
+        variable_axes={"params": 0},
+        split_rngs={"params": True, "dropout": True},
+        in_axes=(nn.broadcast,),
+        length=config.num_layers,
+        metadata_params={nn.PARTITION_NAME: "layers"},
+    )
+    return scanned(config=config, name=name, **block_kwargs)

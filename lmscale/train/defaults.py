@@ -1,0 +1,78 @@
+"""The pretraining config every recipe in configs/ starts from; it also defines which
+keys exist (a key not here is a typo)."""
+
+from __future__ import annotations
+
+import ml_collections
+
+from lmscale.models.config import preset
+
+
+def pretrain_config(model_preset: str, **model_overrides) -> ml_collections.ConfigDict:
+    model = preset(model_preset, **model_overrides)
+    gpt = model["family"] == "gpt"
+    c = ml_collections.ConfigDict()
+    c.name = ""
+    c.model = ml_collections.ConfigDict(model)
+
+    c.data = ml_collections.ConfigDict()
+    c.data.sources = ["builtin:stdlib-docstrings"]
+    c.data.document_split = "auto"  # auto | file | blank_line (see lmscale/data/corpus.py)
+    c.data.tfds_data_dir = ""
+    c.data.tokenizer = ""  # a SentencePiece .model; "" trains one on the training split
+    c.data.tokenizer_model_type = "unigram"
+    c.data.seq_len = 128
+    c.data.eval_fraction = 0.05
+    c.data.seed = 0
+    # BERT create_pretraining_data options (BERT section A.2 / the original script).
+    c.data.short_seq_prob = 0.1
+    c.data.masked_lm_prob = 0.15
+    c.data.max_predictions_per_seq = 20
+    c.data.dupe_factor = 1
+    c.data.whole_word_mask = False
+    # Sequence-length phases, as (fraction of steps, seq_len, max_predictions_per_seq):
+    # BERT trains 90% of steps at 128 and the rest at 512. Empty = data.seq_len throughout.
+    c.data.phases = []
+
+    c.train = ml_collections.ConfigDict()
+    c.train.steps = 1000
+    c.train.batch_size = 32
+    c.train.grad_accum_steps = 1
+    c.train.seed = 0
+    c.train.log_every = 10
+    c.train.eval_every = 100
+    c.train.eval_batches = 8
+    c.train.samples = 3  # generated samples (GPT) or fill-mask lines (BERT) at the end
+    c.train.checkpoint_every = 500
+    c.train.keep_checkpoints = 3
+    c.train.keep_every = 0  # also keep every K-th step's checkpoint (0 = none)
+    c.train.peak_flops = 0.0  # per device; 0 = measure with a large matmul
+
+    c.optimizer = ml_collections.ConfigDict()
+    if gpt:  # GPT-2 / nanoGPT recipe: AdamW, warmup, cosine to 10%.
+        c.optimizer.learning_rate = 6e-4
+        c.optimizer.warmup_steps = 2000
+        c.optimizer.schedule = "cosine"
+        c.optimizer.final_lr_fraction = 0.1
+        c.optimizer.b2 = 0.95
+        c.optimizer.weight_decay = 0.1
+    else:  # BERT section A.2: lr 1e-4, betas (0.9, 0.999), decay 0.01, 10k warmup, linear.
+        c.optimizer.learning_rate = 1e-4
+        c.optimizer.warmup_steps = 10000
+        c.optimizer.schedule = "linear"
+        c.optimizer.final_lr_fraction = 0.0
+        c.optimizer.b2 = 0.999
+        c.optimizer.weight_decay = 0.01
+    c.optimizer.b1 = 0.9
+    c.optimizer.eps = 1e-8 if gpt else 1e-6
+    c.optimizer.clip_norm = 1.0
+
+    c.mesh = ml_collections.ConfigDict()
+    c.mesh.data = -1
+    c.mesh.fsdp = 1
+    c.mesh.tensor = 1
+    c.distributed = ml_collections.ConfigDict()
+    c.distributed.coordinator_address = ""  # "" = auto-detect (TPU VM, SLURM) or 1 process
+    c.distributed.num_processes = 0
+    c.distributed.process_id = -1
+    return c
