@@ -11,7 +11,8 @@ import difflib
 import importlib.util
 import json
 import os
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 import ml_collections
 
@@ -27,7 +28,7 @@ def load_config_file(path: str) -> ml_collections.ConfigDict:
     if not hasattr(module, "get_config"):
         raise ConfigError(f"config file {path!r} defines no get_config()")
     config = module.get_config()
-    if "name" not in config:
+    if not config.get("name"):
         config.name = os.path.splitext(os.path.basename(path))[0]
     return config
 
@@ -64,7 +65,8 @@ def _parse_value(text: str, current: Any, key: str) -> Any:
     try:
         value = ast.literal_eval(text)
     except (ValueError, SyntaxError):
-        raise ConfigError(f"config key '{key}' expects {type(current).__name__}, got {text!r}")
+        raise ConfigError(
+            f"config key '{key}' expects {type(current).__name__}, got {text!r}") from None
     if isinstance(current, float) and isinstance(value, int):
         value = float(value)
     if isinstance(current, (list, tuple)) and isinstance(value, (list, tuple)):

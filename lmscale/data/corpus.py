@@ -10,13 +10,14 @@ import ast
 import os
 import re
 import sysconfig
-from typing import Sequence
+from collections.abc import Sequence
 
 from lmscale.data.tokenizer import expand_inputs
 from lmscale.errors import InputError
 
 BUILTIN_STDLIB = "builtin:stdlib-docstrings"
 _BLANK_LINES = re.compile(r"\n\s*\n")
+_SKIPPED_STDLIB_DIRS = ("test", "tests", "idlelib", "site-packages", "__pycache__")
 
 
 def read_text_file(path: str) -> str:
@@ -63,8 +64,7 @@ def stdlib_docstrings() -> list[str]:
     root = sysconfig.get_paths()["stdlib"]
     documents = []
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames
-                             if d not in ("test", "tests", "idlelib", "site-packages", "__pycache__"))
+        dirnames[:] = sorted(d for d in dirnames if d not in _SKIPPED_STDLIB_DIRS)
         for name in sorted(filenames):
             if not name.endswith(".py"):
                 continue

@@ -7,7 +7,7 @@ each epoch; element k of the global order goes to process k % process_count.
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import grain
 import numpy as np
@@ -21,7 +21,8 @@ class ArrayExamples:
     def __init__(self, arrays: Mapping[str, np.ndarray]):
         lengths = {len(v) for v in arrays.values()}
         if len(lengths) != 1:
-            raise ValueError(f"example arrays differ in length: { {k: len(v) for k, v in arrays.items()} }")
+            sizes = {k: len(v) for k, v in arrays.items()}
+            raise ValueError(f"example arrays differ in length: {sizes}")
         self.arrays = dict(arrays)
         self.length = lengths.pop()
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import glob
 import os
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Protocol
+from collections.abc import Sequence
 
 import sentencepiece as spm
 
@@ -159,3 +160,13 @@ def train_sentencepiece(spec: TokenizerTrainSpec, output_prefix: str) -> str:
         # set it to a value <= 3210."; keep it and say which input was too small.
         raise InputError(f"tokenizer training on {len(files)} file(s) failed: {err}") from err
     return output_prefix + ".model"
+
+
+def load_tokenizer(path: str) -> Tokenizer:
+    """A SentencePiece `.model` file, or a Hugging Face checkpoint directory (WordPiece
+    `vocab.txt`/`tokenizer.json`)."""
+    if os.path.isdir(path):
+        from lmscale.data.wordpiece import WordPieceTokenizer
+
+        return WordPieceTokenizer.from_checkpoint_dir(path)
+    return SentencePieceTokenizer(path)

@@ -58,7 +58,7 @@ class ModelConfig:
         return jnp.dtype(self.compute_dtype)
 
     @classmethod
-    def from_dict(cls, values: dict) -> "ModelConfig":
+    def from_dict(cls, values: dict) -> ModelConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - names - {"preset"})
         if unknown:
@@ -93,7 +93,8 @@ PRESETS: dict[str, dict] = {
 
 
 def preset(name: str, **overrides) -> dict:
-    """The preset's fields as a plain dict (for configs), with overrides applied."""
+    """Every model field as a plain dict (for configs): the preset, then `overrides`."""
     if name not in PRESETS:
         raise ConfigError(f"unknown model preset {name!r}; choose one of {sorted(PRESETS)}")
-    return {"preset": name} | PRESETS[name] | overrides
+    fields = dataclasses.asdict(ModelConfig.from_dict(PRESETS[name] | overrides))
+    return {"preset": name} | fields

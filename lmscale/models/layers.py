@@ -8,7 +8,7 @@ Parameters are float32; matmuls take the compute dtype and accumulate in float32
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
@@ -43,10 +43,9 @@ class Projection(nn.Module):
             "kernel", normal_init(self.init_std, self.kernel_axes),
             (*in_shape, *self.features), jnp.float32,
         )
-        bias = self.param(
-            "bias", nn.with_logical_partitioning(nn.initializers.zeros, self.kernel_axes[self.contract:]),
-            tuple(self.features), jnp.float32,
-        )
+        bias_init = nn.with_logical_partitioning(nn.initializers.zeros,
+                                                 self.kernel_axes[self.contract:])
+        bias = self.param("bias", bias_init, tuple(self.features), jnp.float32)
         x_axes = tuple(range(x.ndim - self.contract, x.ndim))
         y = jax.lax.dot_general(
             x.astype(self.dtype), kernel.astype(self.dtype),

@@ -8,7 +8,8 @@ jitted once with explicit in/out shardings and the state donated.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import flax.linen as nn
 import jax
@@ -102,7 +103,8 @@ class ShardedStep:
                 for k, v in local_batch.items()}
 
 
-def state_shardings(objective, optimizer, example_batch: Batch, mesh: Mesh) -> tuple[TrainState, TrainState]:
+def state_shardings(objective, optimizer, example_batch: Batch,
+                    mesh: Mesh) -> tuple[TrainState, TrainState]:
     """(abstract unboxed state, its NamedShardings) from the model's logical axis names."""
     with mesh_context(mesh):
         boxed = jax.eval_shape(objective.init, jax.random.key(0), example_batch)

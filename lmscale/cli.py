@@ -1,0 +1,169 @@
+"""`lmscale <verb>`: parses flags and calls the layers below. Exit codes: 0 success,
+2 bad input or configuration, 1 internal error."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import traceback
+
+from lmscale.errors import InputError
+
+
+def _load_config(path: str, overrides: list[str]):
+    from lmscale.config import apply_overrides, check_keys, load_config_file
+    from lmscale.train.defaults import pretrain_config
+
+    config = load_config_file(path)
+    if "model" in config and "preset" in config.model:
+        check_keys(config, pretrain_config(config.model.preset))
+    apply_overrides(config, overrides)
+    return config
+
+
+def _count_params(config) -> dict:
+    import flax.linen as nn
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from lmscale.models import GPT, BertModel, ModelConfig
+
+    cfg = ModelConfig.from_dict(config.model.to_dict())
+    ids = jnp.zeros((1, 8), jnp.int32)
+    if cfg.family == "gpt":
+        shapes = jax.eval_shape(lambda: GPT(cfg).init(jax.random.key(0), ids))
+    else:  # encoder + pooler: what BERT's published sizes count
+        shapes = jax.eval_shape(lambda: BertModel(cfg).init(jax.random.key(0), ids, ids, ids))
+    total = embedding = 0
+    for path, leaf in jax.tree_util.tree_flatten_with_path(nn.unbox(shapes))[0]:
+        size = int(np.prod(leaf.shape))
+        total += size
+        if jax.tree_util.keystr(path).endswith("['embedding']"):
+            embedding += size
+    return {"total": total, "embedding": embedding, "non_embedding": total - embedding}
+
+
+def cmd_pretrain(args, overrides) -> int:
+    from lmscale.train.pretrain import pretrain
+
+    config = _load_config(args.config, overrides)
+    workdir = args.workdir or os.path.join("runs", config.name)
+    summary = pretrain(config, workdir)
+    print(f"\nrun directory: {workdir}  (stopped: {summary['stopped']}, step {summary['step']})")
+    print(f"held-out loss {summary['eval_loss']:.4f}  unigram baseline "
+          f"{summary['unigram_loss']:.4f}")
+    for line in summary.get("samples", []):
+        print("---\n" + line)
+    return 0
+
+
+def cmd_params(args, overrides) -> int:
+    config = _load_config(args.config, overrides)
+    counts = _count_params(config)
+    print(f"{config.name}: {counts['total']:,} parameters "
+          f"({counts['embedding']:,} embedding, {counts['non_embedding']:,} non-embedding)")
+    return 0
+
+
+def cmd_bench(args, overrides) -> int:
+    from lmscale.train.bench import bench_train_step
+
+    config = _load_config(args.config, overrides)
+    r = bench_train_step(config, steps=args.steps, peak_flops_per_device=args.peak_tflops * 1e12)
+    print(f"{config.name}: batch {config.train.batch_size} x {config.data.seq_len} tokens, "
+          f"{config.model.compute_dtype}")
+    print(f"  step time (median of {args.steps}) {r.step_seconds * 1e3:.1f} ms  "
+          f"(compile {r.compile_seconds:.1f} s)")
+    print(f"  tokens/s {r.tokens_per_sec:,.0f}  examples/s {r.examples_per_sec:,.1f}")
+    print(f"  model TFLOP/s {r.model_flops_per_sec / 1e12:.3f}  peak "
+          f"{r.peak_flops_per_sec / 1e12:.3f}  MFU {r.mfu:.1%}")
+    return 0
+
+
+def cmd_tokenizer_train(args, overrides) -> int:
+    from lmscale.data.tokenizer import (
+        SentencePieceTokenizer, TokenizerTrainSpec, train_sentencepiece,
+    )
+
+    path = train_sentencepiece(TokenizerTrainSpec(inputs=tuple(args.input),
+                                                  vocab_size=args.vocab_size,
+                                                  model_type=args.model_type), args.output)
+    tok = SentencePieceTokenizer(path)
+    print(f"wrote {path}: {tok.vocab_size} pieces; [PAD]={tok.pad_id} [CLS]={tok.cls_id} "
+          f"[SEP]={tok.sep_id} [MASK]={tok.mask_id} <|endoftext|>={tok.eot_id}")
+    return 0
+
+
+def cmd_eval_squad(args, overrides) -> int:
+    from lmscale.tasks.squad_metric import evaluate_squad_file
+
+    print(json.dumps(evaluate_squad_file(args.data, args.predictions)))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lmscale", description=__doc__)
+    verbs = parser.add_subparsers(dest="verb", required=True)
+
+    def with_config(p):
+        p.add_argument("--config", required=True, help="a configs/*.py file")
+        p.epilog = "Any config field can be overridden: --config.train.steps=100"
+        return p
+
+    p = with_config(verbs.add_parser("pretrain", help="pretrain BERT or GPT"))
+    p.add_argument("--workdir", help="run directory (default runs/<config name>)")
+    p.set_defaults(run=cmd_pretrain)
+
+    p = with_config(verbs.add_parser("params", help="parameter counts of a config"))
+    p.set_defaults(run=cmd_params)
+
+    p = with_config(verbs.add_parser("bench", help="time the compiled train step"))
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--peak-tflops", type=float, default=0.0,
+                   help="per-device peak for MFU (default: measured with a large matmul)")
+    p.set_defaults(run=cmd_bench)
+
+    tok = verbs.add_parser("tokenizer", help="tokenizers").add_subparsers(dest="sub", required=True)
+    p = tok.add_parser("train", help="train a SentencePiece model")
+    p.add_argument("--input", nargs="+", required=True, help="text files or globs")
+    p.add_argument("--vocab-size", type=int, required=True)
+    p.add_argument("--model-type", default="unigram", choices=["unigram", "bpe"])
+    p.add_argument("--output", required=True, help="output prefix (writes PREFIX.model)")
+    p.set_defaults(run=cmd_tokenizer_train)
+
+    ev = verbs.add_parser("eval", help="evaluation").add_subparsers(dest="sub", required=True)
+    p = ev.add_parser("squad", help="SQuAD v1.1 EM/F1 of a predictions file")
+    p.add_argument("--data", required=True)
+    p.add_argument("--predictions", required=True)
+    p.set_defaults(run=cmd_eval_squad)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    overrides = [a[len("--config."):] for a in rest if a.startswith("--config.")]
+    unknown = [a for a in rest if not a.startswith("--config.")]
+    if unknown:
+        parser.error(f"unrecognised arguments: {' '.join(unknown)}")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
+                        datefmt="%H:%M:%S")
+    for noisy in ("absl", "jax._src", "orbax", "tensorflow"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        return args.run(args, overrides)
+    except InputError as err:
+        print(f"lmscale: error: {err}", file=sys.stderr)
+        return 2
+    except Exception:  # noqa: BLE001 - the catch-all that maps bugs to exit code 1
+        traceback.print_exc()
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,143 @@
+"""The training loop: feed the compiled step, log, evaluate, checkpoint, stop cleanly.
+
+It is shared by pretraining and fine-tuning; what differs between them (objective, data)
+arrives already built. Side effects live here, not in the step.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from dataclasses import dataclass
+from typing import Any
+from collections.abc import Callable
+
+import jax
+import numpy as np
+from tqdm import tqdm
+
+from lmscale.data.loader import StepBatches
+from lmscale.errors import InputError
+from lmscale.train.metrics import MetricsWriter
+from lmscale.train.state import TrainState
+from lmscale.train.step import ShardedStep
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(InputError):
+    """The loss turned NaN/inf; the state of the last good step is kept."""
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    steps: int  # stop when the state reaches this step
+    log_every: int
+    eval_every: int
+    eval_batches: int
+    checkpoint_every: int
+
+
+@dataclass(frozen=True)
+class Throughput:
+    tokens_per_step: int  # real (non-padding) tokens are not distinguished: row length x batch
+    flops_per_step: float
+    peak_flops: float  # whole-mesh peak FLOP/s
+
+
+class Preemption:
+    """Set by SIGTERM (what Cloud TPU and SLURM send before taking a machine away)."""
+
+    def __init__(self):
+        self.requested = False
+
+    def install(self) -> None:
+        signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = True
+
+
+def evaluate(sharded: ShardedStep, params, batches: StepBatches, num_batches: int,
+             loss_terms: tuple[str, ...]) -> dict[str, float]:
+    """Average each term over up to `num_batches` batches (one pass at most)."""
+    total_batches = min(num_batches, -(-batches.num_examples // batches.global_batch_size))
+    sums: dict[str, float] = {}
+    counts: dict[str, float] = {}
+    for i in range(total_batches):
+        s, c = sharded.evaluate(params, sharded.global_batch(batches[i]))
+        for k in s:
+            sums[k] = sums.get(k, 0.0) + float(s[k])
+            counts[k] = counts.get(k, 0.0) + float(c[k])
+    metrics = {f"eval_{k}": sums[k] / max(counts[k], 1.0) for k in sums}
+    metrics["eval_loss"] = sum(metrics[f"eval_{t}"] for t in loss_terms)
+    return metrics
+
+
+def run_loop(sharded: ShardedStep, state: TrainState, train_batches: StepBatches,
+             eval_batches: StepBatches | None, loop: LoopConfig, loss_terms: tuple[str, ...],
+             writer: MetricsWriter, throughput: Throughput, is_main: bool = True,
+             save_checkpoint: Callable[[TrainState, bool], Any] | None = None,
+             preemption: Preemption | None = None) -> tuple[TrainState, str]:
+    """Train until `loop.steps`; returns (state, why it stopped: "done" or "preempted").
+
+    Metrics of step s are fetched after step s+1 is dispatched, so the host never stalls
+    the device waiting for a scalar.
+    """
+    start = int(state.step)
+    pending: tuple[int, dict] | None = None
+    window_start, window_steps = time.perf_counter(), 0
+    bar = tqdm(total=loop.steps, initial=start, disable=not is_main, dynamic_ncols=True,
+               desc="train")
+
+    def report(step: int, metrics: dict) -> None:
+        nonlocal window_start, window_steps
+        values = jax.device_get(metrics)
+        if not bool(values.pop("finite")):
+            loss = float(values["loss"])
+            if save_checkpoint is not None:
+                save_checkpoint(state, True)
+            raise NonFiniteLossError(
+                f"the loss became {loss} at step {step + 1}; training stopped and the last "
+                f"good state (step {int(state.step)}) was kept (lower "
+                "optimizer.learning_rate or check the data)")
+        if (step + 1) % loop.log_every and step + 1 != loop.steps:
+            return
+        elapsed = time.perf_counter() - window_start
+        tokens_per_sec = throughput.tokens_per_step * window_steps / max(elapsed, 1e-9)
+        flops = throughput.flops_per_step * window_steps / max(elapsed, 1e-9)
+        values = {k: float(np.asarray(v)) for k, v in values.items()}
+        values |= {"tokens_per_sec": tokens_per_sec,
+                   "mfu": flops / throughput.peak_flops if throughput.peak_flops else 0.0}
+        writer.write(step + 1, values)
+        bar.set_postfix(loss=f"{values['loss']:.3f}", tok_s=f"{tokens_per_sec:,.0f}")
+        window_start, window_steps = time.perf_counter(), 0
+
+    stopped = "done"
+    for step in range(start, loop.steps):
+        batch = sharded.global_batch(train_batches[step])
+        state, metrics = sharded.train(state, batch)
+        window_steps += 1
+        if pending is not None:
+            report(*pending)
+        pending = (step, metrics)
+        bar.update(1)
+        done = step + 1
+        if eval_batches is not None and loop.eval_every and done % loop.eval_every == 0:
+            report(*pending)
+            pending = None
+            writer.write(done, evaluate(sharded, state.params, eval_batches,
+                                        loop.eval_batches, loss_terms))
+        checkpoint_due = loop.checkpoint_every and done % loop.checkpoint_every == 0
+        if save_checkpoint is not None and checkpoint_due:
+            save_checkpoint(state, False)
+        if preemption is not None and preemption.requested:
+            stopped = "preempted"
+            break
+    if pending is not None:
+        report(*pending)
+    bar.close()
+    if save_checkpoint is not None and int(state.step) > start:
+        save_checkpoint(state, True)
+    return state, stopped

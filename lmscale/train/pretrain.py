@@ -1,0 +1,159 @@
+"""`lmscale pretrain`: everything a pretraining run needs, assembled from the config."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+
+import jax
+import ml_collections
+import numpy as np
+
+from lmscale.config import to_json
+from lmscale.data.loader import ArrayExamples, StepBatches
+from lmscale.data.pretrain import prepare_pretraining_data
+from lmscale.errors import ConfigError
+from lmscale.models import GPT, BertForPretraining, ModelConfig
+from lmscale.parallel.distributed import initialize_distributed
+from lmscale.parallel.mesh import data_parallel_size, make_mesh
+from lmscale.tasks.samples import bert_fill_mask, gpt_samples
+from lmscale.train.checkpoint import Checkpointer
+from lmscale.train.loop import LoopConfig, Preemption, Throughput, evaluate, run_loop
+from lmscale.train.metrics import MetricsWriter, plot_loss_curve
+from lmscale.train.objectives import BertPretrainingObjective, CausalLMObjective
+from lmscale.train.optimizer import OptimizerConfig, make_optimizer, make_schedule
+from lmscale.train.step import build_sharded_step, state_shardings
+from lmscale.train.throughput import flops_per_token, measure_peak_flops
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Phase:
+    end_step: int
+    seq_len: int
+    max_predictions: int
+
+
+def phases(config: ml_collections.ConfigDict) -> list[Phase]:
+    """Sequence-length phases (BERT: 90% of steps at 128, then 512)."""
+    steps = config.train.steps
+    if not config.data.phases:
+        return [Phase(steps, config.data.seq_len, config.data.max_predictions_per_seq)]
+    result = []
+    for entry in config.data.phases:
+        if len(entry) != 3:
+            raise ConfigError("data.phases entries are (fraction_of_steps, seq_len, "
+                              f"max_predictions_per_seq), got {entry}")
+        fraction, seq_len, max_predictions = entry
+        result.append(Phase(round(fraction * steps), int(seq_len), int(max_predictions)))
+    if result[-1].end_step != steps:
+        raise ConfigError("the last of data.phases must end at fraction 1.0")
+    return result
+
+
+def objective_for(model_cfg: ModelConfig):
+    if model_cfg.family == "gpt":
+        return CausalLMObjective(GPT(model_cfg))
+    return BertPretrainingObjective(BertForPretraining(model_cfg))
+
+
+def check_batch_split(batch_size: int, grad_accum: int, mesh) -> None:
+    ways = data_parallel_size(mesh)
+    if batch_size % grad_accum or (batch_size // grad_accum) % ways:
+        raise ConfigError(
+            f"train.batch_size ({batch_size}) must split into train.grad_accum_steps "
+            f"({grad_accum}) micro-batches that divide over the {ways} data-parallel "
+            f"devices (mesh data x fsdp)")
+
+
+def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Train (or resume) the configured model; returns a summary of the run."""
+    initialize_distributed(config.distributed)
+    is_main = jax.process_index() == 0
+    model_cfg = ModelConfig.from_dict(config.model.to_dict())
+    opt_cfg = OptimizerConfig(**config.optimizer.to_dict())
+    train_cfg = config.train
+    if train_cfg.steps <= 0:
+        raise ConfigError("train.steps must be positive")
+    mesh = make_mesh(config.mesh.to_dict())
+    check_batch_split(train_cfg.batch_size, train_cfg.grad_accum_steps, mesh)
+    os.makedirs(workdir, exist_ok=True)
+    if is_main:
+        with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
+            f.write(to_json(config))
+
+    objective = objective_for(model_cfg)
+    optimizer = make_optimizer(opt_cfg, train_cfg.steps)
+    schedule = make_schedule(opt_cfg, train_cfg.steps)
+    writer = MetricsWriter(workdir, enabled=is_main)
+    checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"),
+                                train_cfg.keep_checkpoints, train_cfg.keep_every)
+    preemption = Preemption()
+    preemption.install()
+    config_dict = config.to_dict()
+    peak = (train_cfg.peak_flops or measure_peak_flops(model_cfg.compute_dtype)) * mesh.size
+    state, data, stopped = None, None, "done"
+    for phase in phases(config):
+        data = prepare_pretraining_data(config.data, model_cfg, workdir, phase.seq_len,
+                                        phase.max_predictions, is_main)
+        example_batch = {k: v[: train_cfg.batch_size] for k, v in data.train.items()}
+        sharded = build_sharded_step(objective, optimizer, schedule, mesh, example_batch,
+                                     train_cfg.grad_accum_steps, train_cfg.seed)
+        if state is None:
+            abstract, shardings = state_shardings(objective, optimizer, example_batch, mesh)
+            state = checkpointer.restore(abstract, shardings)
+            if state is None:
+                state = sharded.init(jax.random.key(train_cfg.seed))
+            else:
+                log.info("resuming from step %d", int(state.step))
+        if int(state.step) >= phase.end_step:
+            continue
+        train_batches = StepBatches(ArrayExamples(data.train), train_cfg.batch_size,
+                                    train_cfg.seed, jax.process_index(), jax.process_count())
+        eval_batches = StepBatches(ArrayExamples(data.held_out), train_cfg.batch_size, 0,
+                                   jax.process_index(), jax.process_count(), shuffle=False)
+        if is_main:
+            log.info("phase to step %d: %d training / %d held-out examples of length %d "
+                     "(%.1f epochs); unigram baseline loss %.3f", phase.end_step,
+                     train_batches.num_examples,
+                     eval_batches.num_examples, phase.seq_len,
+                     train_batches.epochs(phase.end_step - int(state.step)), data.unigram_loss)
+        tokens = train_cfg.batch_size * phase.seq_len
+        throughput = Throughput(tokens, tokens * flops_per_token(model_cfg, phase.seq_len), peak)
+        loop = LoopConfig(phase.end_step, train_cfg.log_every, train_cfg.eval_every,
+                          train_cfg.eval_batches, train_cfg.checkpoint_every)
+        state, stopped = run_loop(
+            sharded, state, train_batches, eval_batches, loop, objective.loss_terms, writer,
+            throughput, is_main,
+            save_checkpoint=lambda s, force: checkpointer.save(s, config_dict, force),
+            preemption=preemption)
+        if stopped == "preempted":
+            break
+    checkpointer.close()
+    final_eval = evaluate(sharded, state.params, eval_batches, train_cfg.eval_batches,
+                          objective.loss_terms)
+    writer.write(int(state.step), final_eval)
+    writer.close()
+    summary = {"step": int(state.step), "stopped": stopped, "unigram_loss": data.unigram_loss,
+               **final_eval}
+    if is_main:
+        plot_loss_curve(writer.path, os.path.join(workdir, "loss.png"), data.unigram_loss)
+        summary["samples"] = _samples(model_cfg, objective, state.params, data, train_cfg.samples)
+        with open(os.path.join(workdir, "summary.json"), "w", encoding="utf-8") as f:
+            json.dump(summary, f, indent=2)
+    return summary
+
+
+def _samples(model_cfg: ModelConfig, objective, params, data, count: int) -> list[str]:
+    if count <= 0:
+        return []
+    params = jax.device_get(params)
+    if model_cfg.family == "gpt":
+        rows = data.held_out["input_ids"][:count]
+        prompts = [data.tokenizer.decode(row[:8].tolist()) for row in rows]
+        return gpt_samples(objective.model, params, data.tokenizer, prompts, num_tokens=48)
+    return bert_fill_mask(objective.model, params, data.tokenizer,
+                          {k: np.asarray(v) for k, v in data.held_out.items()}, count)
