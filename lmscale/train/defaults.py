@@ -67,6 +67,11 @@ def pretrain_config(model_preset: str, **model_overrides) -> ml_collections.Conf
     c.optimizer.eps = 1e-8 if gpt else 1e-6
     c.optimizer.clip_norm = 1.0
 
+    _add_parallel_sections(c)
+    return c
+
+
+def _add_parallel_sections(c: ml_collections.ConfigDict) -> None:
     c.mesh = ml_collections.ConfigDict()
     c.mesh.data = -1
     c.mesh.fsdp = 1
@@ -75,4 +80,42 @@ def pretrain_config(model_preset: str, **model_overrides) -> ml_collections.Conf
     c.distributed.coordinator_address = ""  # "" = auto-detect (TPU VM, SLURM) or 1 process
     c.distributed.num_processes = 0
     c.distributed.process_id = -1
+
+
+def finetune_config(model_preset: str = "bert-base",
+                    **model_overrides) -> ml_collections.ConfigDict:
+    """Sections every fine-tuning recipe shares; a task adds its own `task` section.
+
+    `model` gives the architecture when starting from scratch; when `init.checkpoint` is
+    set, the shape comes from the checkpoint and only dtype/remat/dropout fields apply.
+    """
+    c = ml_collections.ConfigDict()
+    c.name = ""
+    c.model = ml_collections.ConfigDict(preset(model_preset, **model_overrides))
+    c.init = ml_collections.ConfigDict()
+    c.init.checkpoint = ""  # lmscale export, lmscale pretrain run, or converted HF directory
+    c.train = ml_collections.ConfigDict()
+    c.train.steps = 1000  # optimiser steps; tasks may derive it from epochs
+    c.train.epochs = 2.0
+    c.train.batch_size = 32
+    c.train.grad_accum_steps = 1
+    c.train.seed = 0
+    c.train.log_every = 10
+    c.train.eval_every = 0
+    c.train.eval_batches = 8
+    c.train.checkpoint_every = 0
+    c.train.keep_checkpoints = 1
+    c.train.keep_every = 0
+    c.train.peak_flops = 0.0
+    c.optimizer = ml_collections.ConfigDict()
+    c.optimizer.learning_rate = 5e-5
+    c.optimizer.warmup_steps = 0  # tasks set 10% of steps (BERT fine-tuning recipe)
+    c.optimizer.schedule = "linear"
+    c.optimizer.final_lr_fraction = 0.0
+    c.optimizer.b1 = 0.9
+    c.optimizer.b2 = 0.999
+    c.optimizer.eps = 1e-6
+    c.optimizer.weight_decay = 0.01
+    c.optimizer.clip_norm = 1.0
+    _add_parallel_sections(c)
     return c
