@@ -1,0 +1,168 @@
+"""Pretrained BERT directories: the lmscale export format, its writer and the one loader.
+
+An lmscale pretrained directory holds
+
+    model_config.json   the `ModelConfig` fields
+    params/             the parameter tree, an Orbax StandardCheckpointer checkpoint
+    vocab.txt, tokenizer.json, ... or spm.model   the tokenizer the ids belong to
+
+`lmscale convert hf` and `lmscale export` write it; `load_pretrained` reads it, and also an
+`lmscale pretrain` run directory or a Hugging Face BERT directory as they are, so a
+fine-tuning config's `init.checkpoint` may name any of the three.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from lmscale.convert.hf_bert import read_hf_checkpoint, write_hf_checkpoint
+from lmscale.data.tokenizer import SentencePieceTokenizer, Tokenizer, load_tokenizer
+from lmscale.errors import InputError
+from lmscale.models.config import ModelConfig
+from lmscale.train.checkpoint import Checkpointer
+
+log = logging.getLogger(__name__)
+
+MODEL_CONFIG = "model_config.json"
+PARAMS_DIR = "params"
+SENTENCEPIECE_FILE = "spm.model"
+# What a Hugging Face BERT directory keeps its WordPiece tokenizer in.
+WORDPIECE_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json",
+                   "special_tokens_map.json")
+
+
+@dataclass(frozen=True)
+class Pretrained:
+    config: ModelConfig
+    params: dict  # {"params": {"bert": ..., optional pretraining heads}}, numpy leaves
+    tokenizer: Tokenizer
+    tokenizer_files: list[str]  # paths that define the tokenizer, copied on export
+
+
+def save_pretrained(out_dir: str, config: ModelConfig, params: dict,
+                    tokenizer_files: list[str]) -> None:
+    """Write the lmscale pretrained format (see the module docstring)."""
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, MODEL_CONFIG), "w", encoding="utf-8") as f:
+        json.dump(dataclasses.asdict(config), f, indent=2)
+    host_params = jax.tree.map(np.asarray, params)
+    with ocp.StandardCheckpointer() as checkpointer:
+        checkpointer.save(os.path.abspath(os.path.join(out_dir, PARAMS_DIR)), host_params,
+                          force=True)
+    _copy_tokenizer(tokenizer_files, out_dir)
+
+
+def _copy_tokenizer(files: list[str], out_dir: str) -> None:
+    for path in files:
+        # A SentencePiece model keeps one fixed name so the loader can find it.
+        name = SENTENCEPIECE_FILE if path.endswith(".model") else os.path.basename(path)
+        target = os.path.join(out_dir, name)
+        if os.path.abspath(path) != os.path.abspath(target):
+            shutil.copyfile(path, target)
+
+
+def _tokenizer_files(directory: str) -> list[str]:
+    names = (SENTENCEPIECE_FILE, *WORDPIECE_FILES)
+    return [os.path.join(directory, n) for n in names
+            if os.path.isfile(os.path.join(directory, n))]
+
+
+def _tokenizer_from_files(files: list[str], where: str) -> Tokenizer:
+    spm = [f for f in files if f.endswith(".model")]
+    if spm:
+        return SentencePieceTokenizer(spm[0])
+    if not files:
+        raise InputError(f"{where} holds no tokenizer (vocab.txt, tokenizer.json or a "
+                         "SentencePiece .model); copy the one the model was trained with")
+    return load_tokenizer(os.path.dirname(files[0]))
+
+
+def _load_export(directory: str) -> tuple[ModelConfig, dict, list[str]]:
+    with open(os.path.join(directory, MODEL_CONFIG), encoding="utf-8") as f:
+        config = ModelConfig.from_dict(json.load(f))
+    with ocp.StandardCheckpointer() as checkpointer:
+        params = checkpointer.restore(os.path.abspath(os.path.join(directory, PARAMS_DIR)))
+    return config, jax.tree.map(np.asarray, params), _tokenizer_files(directory)
+
+
+def _load_pretrain_run(directory: str, run_config: dict) -> tuple[ModelConfig, dict, list[str]]:
+    config = ModelConfig.from_dict(run_config["model"])
+    params = Checkpointer(os.path.join(directory, "checkpoints")).restore_params()
+    # `lmscale pretrain` uses data.tokenizer, or trains one into the run directory.
+    spm = run_config.get("data", {}).get("tokenizer") or \
+        os.path.join(directory, "tokenizer", "spm.model")
+    files = [spm] if os.path.isfile(spm) else []
+    if not files and os.path.isdir(spm):
+        files = _tokenizer_files(spm)
+    return config, params, files
+
+
+def load_pretrained(directory: str) -> Pretrained:
+    """Config, parameters and tokenizer of an lmscale export, an `lmscale pretrain` run
+    directory, or a Hugging Face BERT checkpoint directory."""
+    if not os.path.isdir(directory):
+        raise InputError(f"pretrained checkpoint {directory!r} is not a directory")
+    config_file = os.path.join(directory, "config.json")
+    run_config = {}
+    if os.path.isfile(config_file):
+        with open(config_file, encoding="utf-8") as f:
+            run_config = json.load(f)
+    if os.path.isfile(os.path.join(directory, MODEL_CONFIG)):
+        config, params, files = _load_export(directory)
+    elif "model" in run_config and os.path.isdir(os.path.join(directory, "checkpoints")):
+        config, params, files = _load_pretrain_run(directory, run_config)
+    elif run_config:
+        converted = read_hf_checkpoint(directory)
+        config, params, files = converted.config, converted.params, _tokenizer_files(directory)
+    else:
+        raise InputError(f"{directory!r} is neither an lmscale export ({MODEL_CONFIG}), an "
+                         "lmscale pretrain run (config.json + checkpoints/) nor a Hugging Face "
+                         "checkpoint (config.json + model.safetensors)")
+    tokenizer = _tokenizer_from_files(files, directory)
+    check_vocab_sizes(config, tokenizer, directory)
+    return Pretrained(config, params, tokenizer, files)
+
+
+def check_vocab_sizes(config: ModelConfig, tokenizer: Tokenizer, where: str) -> None:
+    """Token ids must index the embedding table. A table larger than the vocabulary is
+    legitimate (padded for fast matmuls) and only logged; a smaller one is an error."""
+    if tokenizer.vocab_size > config.vocab_size:
+        raise InputError(
+            f"{where}: the tokenizer has {tokenizer.vocab_size} tokens but the checkpoint's "
+            f"embedding table only {config.vocab_size}; they do not belong together (use the "
+            "tokenizer the checkpoint was trained with)")
+    if tokenizer.vocab_size < config.vocab_size:
+        log.info("%s: embedding table has %d rows for %d tokens (padded vocabulary)", where,
+                 config.vocab_size, tokenizer.vocab_size)
+
+
+def convert_hf(model_dir: str, out_dir: str) -> list[str]:
+    """`lmscale convert hf`: a Hugging Face BERT directory into the lmscale format.
+    Returns the parts the source lacks (pooler, MLM/NSP heads): a model that needs them
+    initialises them afresh and says so."""
+    converted = read_hf_checkpoint(model_dir)
+    files = _tokenizer_files(model_dir)
+    check_vocab_sizes(converted.config, _tokenizer_from_files(files, model_dir), model_dir)
+    save_pretrained(out_dir, converted.config, converted.params, files)
+    return converted.absent
+
+
+def export_hf(checkpoint_dir: str, out_dir: str) -> str:
+    """`lmscale convert to-hf`: any directory `load_pretrained` reads, into transformers'
+    layout (model.safetensors, config.json, tokenizer files). Returns the architecture."""
+    pretrained = load_pretrained(checkpoint_dir)
+    if pretrained.config.family != "bert":
+        raise InputError(f"{checkpoint_dir!r} holds a {pretrained.config.family} model; only "
+                         "BERT exports to the Hugging Face BERT layout")
+    architecture = write_hf_checkpoint(out_dir, pretrained.config, pretrained.params)
+    _copy_tokenizer(pretrained.tokenizer_files, out_dir)
+    return architecture

@@ -1,0 +1,144 @@
+"""What every BERT fine-tuning task shares: the starting encoder, the step budget from
+epochs, training on the shared driver, and batched prediction under the mesh."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import statistics
+import time
+from dataclasses import dataclass
+
+import flax.linen as nn
+import jax
+import ml_collections
+import numpy as np
+
+from lmscale.convert.pretrained import check_vocab_sizes, load_pretrained
+from lmscale.data.tokenizer import Tokenizer, load_tokenizer
+from lmscale.errors import ConfigError
+from lmscale.models.config import ModelConfig
+from lmscale.parallel.mesh import batch_sharding, data_parallel_size, mesh_context, replicated
+from lmscale.tasks.objectives import encoder_inputs
+from lmscale.train.finetune import FinetuneResult, FinetuneRun, finetune
+from lmscale.train.metrics import read_metrics
+from lmscale.train.throughput import flops_per_token
+
+# Fields a fine-tuning config may change on a pretrained model; the shape is the checkpoint's.
+RUNTIME_FIELDS = ("compute_dtype", "remat_policy", "attention_impl", "dropout")
+
+
+@dataclass(frozen=True)
+class Encoder:
+    config: ModelConfig
+    params: dict | None  # pretrained tree {"params": {"bert": ...}}; None = from scratch
+    tokenizer: Tokenizer
+
+
+def load_encoder(config: ml_collections.ConfigDict) -> Encoder:
+    """The encoder named by `init.checkpoint`, or a fresh one of `model`'s shape with the
+    tokenizer `task.tokenizer`. `config.model` is updated to the shape actually used, so the
+    resolved config in the run directory tells the truth."""
+    if config.init.checkpoint:
+        pretrained = load_pretrained(config.init.checkpoint)
+        runtime = {k: config.model[k] for k in RUNTIME_FIELDS}
+        model_cfg = dataclasses.replace(pretrained.config, **runtime)
+        encoder = Encoder(model_cfg, pretrained.params, pretrained.tokenizer)
+    else:
+        if not config.task.tokenizer:
+            raise ConfigError("set init.checkpoint to a pretrained model (lmscale convert hf "
+                              "output, an lmscale pretrain run) or task.tokenizer to train "
+                              "from scratch")
+        tokenizer = load_tokenizer(config.task.tokenizer)
+        model_cfg = ModelConfig.from_dict(config.model.to_dict())
+        check_vocab_sizes(model_cfg, tokenizer, config.task.tokenizer)
+        encoder = Encoder(model_cfg, None, tokenizer)
+    if encoder.config.family != "bert":
+        raise ConfigError(f"{config.init.checkpoint!r} holds a {encoder.config.family} model; "
+                          "this task fine-tunes BERT encoders")
+    with config.unlocked():
+        config.model.update(dataclasses.asdict(encoder.config))
+    return encoder
+
+
+def set_step_budget(config: ml_collections.ConfigDict, num_train_examples: int) -> None:
+    """`train.steps` from `train.epochs` (when > 0) and warmup as `task.warmup_fraction` of
+    the steps (BERT's fine-tuning recipe: 10% linear warmup, then linear decay)."""
+    train = config.train
+    if train.epochs > 0:
+        train.steps = max(1, math.ceil(train.epochs * num_train_examples / train.batch_size))
+    if train.steps <= 0:
+        raise ConfigError("train.steps must be positive (or set train.epochs)")
+    if config.task.warmup_fraction > 0:
+        config.optimizer.warmup_steps = round(config.task.warmup_fraction * train.steps)
+
+
+@dataclass(frozen=True)
+class Trained:
+    result: FinetuneResult
+    train_seconds: float  # wall time of the whole fine-tuning call (compile included)
+
+
+def train_encoder(objective, train: dict[str, np.ndarray], held_out: dict[str, np.ndarray] | None,
+                  encoder: Encoder, config: ml_collections.ConfigDict, workdir: str) -> Trained:
+    """Fine-tune on the shared sharded step and loop (`lmscale.train.finetune`)."""
+    seq_len = train["input_ids"].shape[1]
+    if seq_len > encoder.config.max_len:
+        raise ConfigError(f"sequence length {seq_len} exceeds the model's {encoder.config.max_len} "
+                          "positions; lower task.max_seq_length")
+    run = FinetuneRun(objective, train, held_out, encoder.params,
+                      flops_per_example=flops_per_token(encoder.config, seq_len) * seq_len,
+                      tokens_per_example=seq_len)
+    start = time.perf_counter()
+    result = finetune(run, config, workdir)
+    return Trained(result, time.perf_counter() - start)
+
+
+def predict(model: nn.Module, result: FinetuneResult, params, arrays: dict[str, np.ndarray],
+            batch_size: int):
+    """`model` applied to every row of `arrays` (encoder inputs), batched and sharded over
+    the fine-tuning mesh; returns the outputs' tree with numpy leaves, one row per input.
+
+    Every process holds all rows; each device receives its slice of each batch, and the
+    last batch is filled with copies of the final row (their outputs are dropped).
+    """
+    mesh = result.sharded.mesh
+    if batch_size % data_parallel_size(mesh):
+        raise ConfigError(f"task.predict_batch_size ({batch_size}) must divide over the "
+                          f"{data_parallel_size(mesh)} data-parallel devices")
+    inputs = dict(zip(("input_ids", "token_type_ids", "attention_mask"),
+                      encoder_inputs(arrays)))
+    rows = len(inputs["input_ids"])
+    shardings = {k: batch_sharding(mesh, v.ndim) for k, v in inputs.items()}
+    forward = jax.jit(lambda p, b: model.apply(p, *encoder_inputs(b)),
+                      in_shardings=(result.sharded.state_shardings.params, shardings),
+                      out_shardings=replicated(mesh))
+    outputs = []
+    with mesh_context(mesh):
+        for start in range(0, rows, batch_size):
+            index = np.minimum(np.arange(start, start + batch_size), rows - 1)
+            host = {k: v[index] for k, v in inputs.items()}
+            batch = {k: jax.make_array_from_callback(v.shape, shardings[k],
+                                                     lambda idx, v=v: v[idx])
+                     for k, v in host.items()}
+            outputs.append(jax.device_get(forward(params, batch)))
+    return jax.tree.map(lambda *parts: np.concatenate(parts)[:rows], *outputs)
+
+
+def logged_throughput(workdir: str, seq_len: int) -> dict[str, float]:
+    """Median training examples/s and MFU over the logged windows after the first (which
+    includes compilation), from the run's metrics.jsonl."""
+    records = [r for r in read_metrics(os.path.join(workdir, "metrics.jsonl"))
+               if "tokens_per_sec" in r]
+    steady = records[1:] or records
+    if not steady:
+        return {"train_examples_per_sec": 0.0, "mfu": 0.0}
+    return {"train_examples_per_sec": statistics.median(r["tokens_per_sec"] for r in steady)
+            / seq_len, "mfu": statistics.median(r["mfu"] for r in steady)}
+
+
+def write_json(path: str, value) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(value, f, indent=2)
