@@ -13,13 +13,14 @@ import traceback
 from lmscale.errors import InputError
 
 
-def _load_config(path: str, overrides: list[str]):
+def _load_config(path: str, overrides: list[str], template=None):
+    """`template(preset)` gives every valid key (default: the pretraining config)."""
     from lmscale.config import apply_overrides, check_keys, load_config_file
     from lmscale.train.defaults import pretrain_config
 
     config = load_config_file(path)
     if "model" in config and "preset" in config.model:
-        check_keys(config, pretrain_config(config.model.preset))
+        check_keys(config, (template or pretrain_config)(config.model.preset))
     apply_overrides(config, overrides)
     return config
 
@@ -105,6 +106,46 @@ def cmd_eval_squad(args, overrides) -> int:
     return 0
 
 
+def cmd_convert_hf(args, overrides) -> int:
+    from lmscale.convert.pretrained import convert_hf
+
+    absent = convert_hf(args.model_dir, args.out)
+    print(f"wrote {args.out}")
+    if absent:
+        print(f"not in the source, initialised afresh when a model needs them: "
+              f"{', '.join(absent)}")
+    return 0
+
+
+def cmd_convert_to_hf(args, overrides) -> int:
+    from lmscale.convert.pretrained import export_hf
+
+    architecture = export_hf(args.checkpoint, args.out)
+    print(f"wrote {args.out} ({architecture}: model.safetensors, config.json, tokenizer files)")
+    return 0
+
+
+def _finetune(args, overrides, template, run) -> int:
+    config = _load_config(args.config, overrides, template)
+    workdir = args.workdir or os.path.join("runs", config.name)
+    summary = run(config, workdir)
+    print(f"\nrun directory: {workdir}")
+    print(json.dumps({k: v for k, v in summary.items() if k != "new_parameters"}, indent=2))
+    return 0
+
+
+def cmd_finetune_squad(args, overrides) -> int:
+    from lmscale.tasks.squad import run_squad, squad_template
+
+    return _finetune(args, overrides, squad_template, run_squad)
+
+
+def cmd_finetune_classify(args, overrides) -> int:
+    from lmscale.tasks.classify import classify_template, run_classify
+
+    return _finetune(args, overrides, classify_template, run_classify)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lmscale", description=__doc__)
     verbs = parser.add_subparsers(dest="verb", required=True)
@@ -134,6 +175,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-type", default="unigram", choices=["unigram", "bpe"])
     p.add_argument("--output", required=True, help="output prefix (writes PREFIX.model)")
     p.set_defaults(run=cmd_tokenizer_train)
+
+    conv = verbs.add_parser("convert", help="checkpoint conversion").add_subparsers(
+        dest="sub", required=True)
+    p = conv.add_parser("hf", help="Hugging Face BERT directory -> lmscale pretrained format")
+    p.add_argument("--model-dir", required=True)
+    p.add_argument("--out", required=True)
+    p.set_defaults(run=cmd_convert_hf)
+    p = conv.add_parser("to-hf", help="lmscale checkpoint -> Hugging Face BERT directory")
+    p.add_argument("--checkpoint", required=True,
+                   help="lmscale export/convert output or an lmscale pretrain run directory")
+    p.add_argument("--out", required=True)
+    p.set_defaults(run=cmd_convert_to_hf)
+
+    ft = verbs.add_parser("finetune", help="fine-tune a pretrained model").add_subparsers(
+        dest="sub", required=True)
+    for name, run, help_text in (
+            ("squad", cmd_finetune_squad, "SQuAD v1.1 span extraction"),
+            ("classify", cmd_finetune_classify, "sentence classification (TSV/JSONL/tfds)")):
+        p = with_config(ft.add_parser(name, help=help_text))
+        p.add_argument("--workdir", help="run directory (default runs/<config name>)")
+        p.set_defaults(run=run)
 
     ev = verbs.add_parser("eval", help="evaluation").add_subparsers(dest="sub", required=True)
     p = ev.add_parser("squad", help="SQuAD v1.1 EM/F1 of a predictions file")

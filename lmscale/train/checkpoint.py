@@ -14,6 +14,7 @@ import os
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 from lmscale.errors import InputError
@@ -113,6 +114,21 @@ class Checkpointer:
             raise CheckpointError(f"no readable checkpoint in {self.directory} (tried steps "
                                   f"{candidates}); delete the directory to start afresh")
         return None
+
+    def restore_params(self) -> Any:
+        """Only the model parameters of the newest checkpoint, as host numpy arrays (what
+        fine-tuning and export start from; the optimiser state is not read)."""
+        steps = self.steps()
+        if not steps:
+            raise CheckpointError(f"no checkpoint in {self.directory}")
+        path = os.path.join(self.directory, str(steps[-1]), "state")
+        with ocp.PyTreeCheckpointer() as reader:
+            stored = reader.metadata(path).item_metadata.tree["params"]
+            target = {"params": jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), stored)}
+            as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), target)
+            restored = reader.restore(path, args=ocp.args.PyTreeRestore(
+                item=target, restore_args=as_numpy, partial_restore=True))
+        return restored["params"]
 
     def close(self) -> None:
         self.wait()
