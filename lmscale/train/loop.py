@@ -47,15 +47,22 @@ class Throughput:
 
 
 class Preemption:
-    """Set by SIGTERM (what Cloud TPU and SLURM send before taking a machine away)."""
+    """Set by SIGTERM (what Cloud TPU and SLURM send before taking a machine away) while
+    used as a context manager; the previous handler is restored on exit."""
 
     def __init__(self):
         self.requested = False
+        self._previous = None
 
-    def install(self) -> None:
-        signal.signal(signal.SIGTERM, self._handle)
+    def __enter__(self) -> Preemption:
+        self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        signal.signal(signal.SIGTERM, self._previous)
 
     def _handle(self, signum, frame) -> None:
+        log.warning("SIGTERM received: finishing the current step, then saving")
         self.requested = True
 
 

@@ -80,59 +80,74 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict:
         raise ConfigError("train.steps must be positive")
     mesh = make_mesh(config.mesh.to_dict())
     check_batch_split(train_cfg.batch_size, train_cfg.grad_accum_steps, mesh)
-    os.makedirs(workdir, exist_ok=True)
+    run_phases = phases(config)
+    # Data problems (missing or empty corpus, vocabulary mismatch) surface here, before
+    # anything that looks like a run is written.
+    first_data = prepare_pretraining_data(config.data, model_cfg, workdir, run_phases[0].seq_len,
+                                          run_phases[0].max_predictions, is_main)
     if is_main:
+        os.makedirs(workdir, exist_ok=True)
         with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
             f.write(to_json(config))
+    with Preemption() as preemption:
+        return _train_phases(config, workdir, model_cfg, opt_cfg, mesh, run_phases, first_data,
+                             preemption, is_main)
 
+
+def _train_phases(config, workdir: str, model_cfg: ModelConfig, opt_cfg: OptimizerConfig, mesh,
+                  run_phases: list[Phase], first_data, preemption: Preemption,
+                  is_main: bool) -> dict:
+    train_cfg = config.train
     objective = objective_for(model_cfg)
     optimizer = make_optimizer(opt_cfg, train_cfg.steps)
     schedule = make_schedule(opt_cfg, train_cfg.steps)
     writer = MetricsWriter(workdir, enabled=is_main)
     checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"),
                                 train_cfg.keep_checkpoints, train_cfg.keep_every)
-    preemption = Preemption()
-    preemption.install()
     config_dict = config.to_dict()
     peak = (train_cfg.peak_flops or measure_peak_flops(model_cfg.compute_dtype)) * mesh.size
-    state, data, stopped = None, None, "done"
-    for phase in phases(config):
-        data = prepare_pretraining_data(config.data, model_cfg, workdir, phase.seq_len,
-                                        phase.max_predictions, is_main)
-        example_batch = {k: v[: train_cfg.batch_size] for k, v in data.train.items()}
-        sharded = build_sharded_step(objective, optimizer, schedule, mesh, example_batch,
-                                     train_cfg.grad_accum_steps, train_cfg.seed)
-        if state is None:
-            abstract, shardings = state_shardings(objective, optimizer, example_batch, mesh)
-            state = checkpointer.restore(abstract, shardings)
+    try:
+        state, data, stopped = None, None, "done"
+        for index, phase in enumerate(run_phases):
+            data = first_data if index == 0 else prepare_pretraining_data(
+                config.data, model_cfg, workdir, phase.seq_len, phase.max_predictions, is_main)
+            example_batch = {k: v[: train_cfg.batch_size] for k, v in data.train.items()}
+            sharded = build_sharded_step(objective, optimizer, schedule, mesh, example_batch,
+                                         train_cfg.grad_accum_steps, train_cfg.seed)
             if state is None:
-                state = sharded.init(jax.random.key(train_cfg.seed))
-            else:
-                log.info("resuming from step %d", int(state.step))
-        if int(state.step) >= phase.end_step:
-            continue
-        train_batches = StepBatches(ArrayExamples(data.train), train_cfg.batch_size,
-                                    train_cfg.seed, jax.process_index(), jax.process_count())
-        eval_batches = StepBatches(ArrayExamples(data.held_out), train_cfg.batch_size, 0,
-                                   jax.process_index(), jax.process_count(), shuffle=False)
-        if is_main:
-            log.info("phase to step %d: %d training / %d held-out examples of length %d "
-                     "(%.1f epochs); unigram baseline loss %.3f", phase.end_step,
-                     train_batches.num_examples,
-                     eval_batches.num_examples, phase.seq_len,
-                     train_batches.epochs(phase.end_step - int(state.step)), data.unigram_loss)
-        tokens = train_cfg.batch_size * phase.seq_len
-        throughput = Throughput(tokens, tokens * flops_per_token(model_cfg, phase.seq_len), peak)
-        loop = LoopConfig(phase.end_step, train_cfg.log_every, train_cfg.eval_every,
-                          train_cfg.eval_batches, train_cfg.checkpoint_every)
-        state, stopped = run_loop(
-            sharded, state, train_batches, eval_batches, loop, objective.loss_terms, writer,
-            throughput, is_main,
-            save_checkpoint=lambda s, force: checkpointer.save(s, config_dict, force),
-            preemption=preemption)
-        if stopped == "preempted":
-            break
-    checkpointer.close()
+                abstract, shardings = state_shardings(objective, optimizer, example_batch, mesh)
+                state = checkpointer.restore(abstract, shardings)
+                if state is None:
+                    state = sharded.init(jax.random.key(train_cfg.seed))
+                else:
+                    log.info("resuming from step %d", int(state.step))
+            train_batches = StepBatches(ArrayExamples(data.train), train_cfg.batch_size,
+                                        train_cfg.seed, jax.process_index(), jax.process_count())
+            eval_batches = StepBatches(ArrayExamples(data.held_out), train_cfg.batch_size, 0,
+                                       jax.process_index(), jax.process_count(), shuffle=False)
+            if int(state.step) >= phase.end_step:
+                continue
+            if is_main:
+                log.info("phase to step %d: %d training / %d held-out examples of length %d "
+                         "(%.1f epochs); unigram baseline loss %.3f", phase.end_step,
+                         train_batches.num_examples, eval_batches.num_examples, phase.seq_len,
+                         train_batches.epochs(phase.end_step - int(state.step)),
+                         data.unigram_loss)
+            tokens = train_cfg.batch_size * phase.seq_len
+            throughput = Throughput(tokens, tokens * flops_per_token(model_cfg, phase.seq_len),
+                                    peak)
+            loop = LoopConfig(phase.end_step, train_cfg.log_every, train_cfg.eval_every,
+                              train_cfg.eval_batches, train_cfg.checkpoint_every)
+            state, stopped = run_loop(
+                sharded, state, train_batches, eval_batches, loop, objective.loss_terms, writer,
+                throughput, is_main,
+                save_checkpoint=lambda s, force: checkpointer.save(s, config_dict, force),
+                preemption=preemption)
+            if stopped == "preempted":
+                break
+    finally:
+        # Waits for an asynchronous save in flight, also when training stopped on an error.
+        checkpointer.close()
     final_eval = evaluate(sharded, state.params, eval_batches, train_cfg.eval_batches,
                           objective.loss_terms)
     writer.write(int(state.step), final_eval)

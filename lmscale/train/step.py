@@ -65,7 +65,7 @@ def make_train_step(objective, optimizer: optax.GradientTransformation,
                 accumulate, (zeros[0][0], zeros[0][1], zeros[1]),
                 (micro, jnp.arange(grad_accum_steps)))
 
-        grad_norm = optax.global_norm(grads)
+        grad_norm = optax.tree.norm(grads)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         updated = TrainState(step=state.step + 1, params=optax.apply_updates(state.params, updates),
                              opt_state=opt_state)

@@ -1,0 +1,44 @@
+"""Test session setup: 8 fake CPU devices (so meshes, sharding and multi-device paths are
+exercised on any machine), and fixtures shared across test folders."""
+
+import os
+
+# Before JAX initialises its backends: tests run on the CPU with 8 fake devices.
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ["XLA_FLAGS"] = " ".join(
+    [os.environ.get("XLA_FLAGS", ""), "--xla_force_host_platform_device_count=8"]).strip()
+
+import pytest  # noqa: E402
+
+# <repo>/../shared/data, read in place; tests that need it skip when it is missing.
+SHARED_DATA = os.path.normpath(os.path.join(os.path.dirname(__file__), "../../shared/data"))
+
+TINY_WORDS = """the a of in is was and to what who when where which how many year city river
+paris france london england capital largest bridge built 1850 1900 seine thames flows
+through good bad great awful movie film fun boring loved hated plot acting , . ? !""".split()
+
+
+def write_tiny_hf_bert(out_dir: str, seed: int = 0, vocab_extra: int = 0) -> str:
+    """A randomly initialised 2-layer BERT in Hugging Face layout, with a small vocab.txt."""
+    import jax
+    import jax.numpy as jnp
+    import flax.linen as nn
+
+    from lmscale.convert.hf_bert import write_hf_checkpoint
+    from lmscale.models import BertModel, ModelConfig
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *TINY_WORDS]
+    vocab += [f"extra{i}" for i in range(vocab_extra)]
+    cfg = ModelConfig(family="bert", vocab_size=len(vocab) - vocab_extra, max_len=128,
+                      d_model=32, num_layers=2, num_heads=2, d_ff=64, layer_norm_eps=1e-12)
+    ids = jnp.zeros((1, 4), jnp.int32)
+    params = nn.unbox(BertModel(cfg).init(jax.random.key(seed), ids, ids, ids))
+    write_hf_checkpoint(out_dir, cfg, {"params": {"bert": jax.device_get(params["params"])}})
+    with open(os.path.join(out_dir, "vocab.txt"), "w", encoding="utf-8") as f:
+        f.write("\n".join(vocab) + "\n")
+    return out_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_hf_bert(tmp_path_factory) -> str:
+    return write_tiny_hf_bert(str(tmp_path_factory.mktemp("tiny_hf_bert")))

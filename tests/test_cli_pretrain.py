@@ -1,0 +1,86 @@
+"""`lmscale pretrain` end to end on a tiny model, and its answers to bad input."""
+
+import json
+import os
+
+import pytest
+
+from lmscale.cli import main
+from lmscale.data.corpus import stdlib_docstrings
+from lmscale.data.tokenizer import TokenizerTrainSpec, train_sentencepiece
+
+CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs")
+TINY = ["--config.model.d_model=32", "--config.model.num_heads=2", "--config.model.d_ff=64",
+        "--config.model.num_layers=1", "--config.model.vocab_size=512",
+        "--config.model.max_len=32", "--config.data.seq_len=32", "--config.train.batch_size=8",
+        "--config.train.steps=4", "--config.train.eval_every=2", "--config.train.eval_batches=1",
+        "--config.train.log_every=1", "--config.train.checkpoint_every=2",
+        "--config.train.samples=1", "--config.train.peak_flops=1e11"]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> str:
+    """Real prose (standard-library docstrings), small enough for a quick tokenizer."""
+    path = tmp_path_factory.mktemp("corpus") / "docs.txt"
+    path.write_text("\n\n".join(stdlib_docstrings()[:80]), encoding="utf-8")
+    return str(path)
+
+
+def pretrain(config: str, workdir, *extra) -> int:
+    return main(["pretrain", "--config", os.path.join(CONFIGS, config), "--workdir", str(workdir),
+                 *TINY, *extra])
+
+
+@pytest.mark.parametrize("config", ["gpt2_tiny.py", "bert_tiny.py"])
+def test_pretrain_writes_a_complete_run_directory(config, corpus, tmp_path, capsys):
+    workdir = tmp_path / "run"
+    assert pretrain(config, workdir, f"--config.data.sources=['{corpus}']") == 0
+    assert json.loads((workdir / "config.json").read_text())["train"]["steps"] == 4
+    records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in records if "loss" in r]
+    assert [r["step"] for r in steps] == [1, 2, 3, 4]
+    for key in ("loss", "learning_rate", "tokens_per_sec", "mfu", "grad_norm"):
+        assert all(key in r for r in steps), key
+    assert any("eval_loss" in r for r in records)
+    assert any(name.startswith("events.out.tfevents") for name in os.listdir(workdir))
+    assert (workdir / "loss.png").stat().st_size > 0
+    assert "4" in os.listdir(workdir / "checkpoints")
+    assert (workdir / "tokenizer" / "spm.model").exists()
+    out = capsys.readouterr().out
+    assert "held-out loss" in out and "---" in out  # a sample or fill-mask line
+
+
+def test_bad_input_exits_2_with_a_clear_message(corpus, tmp_path, capsys):
+    def fails(*args, match: str, config="gpt2_tiny.py"):
+        workdir = tmp_path / f"bad{len(os.listdir(tmp_path))}"
+        assert pretrain(config, workdir, *args) == 2
+        assert match in capsys.readouterr().err
+        # Nothing written that could pass for a run.
+        assert not (workdir / "config.json").exists()
+        assert not (workdir / "checkpoints").exists()
+
+    source = f"--config.data.sources=['{corpus}']"
+    fails(source, "--config.train.stpes=3", match="did you mean 'train.steps'")
+    fails("--config.data.sources=['/no/such/dir/*.txt']", match="no file matches")
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    fails(f"--config.data.sources=['{empty}']", match="is empty")
+    fails(source, "--config.mesh.data=3", match="needs 3 devices but 8 are available")
+    fails(source, "--config.mesh.data=3", "--config.mesh.fsdp=-1", match="do not divide the 8")
+    fails(source, "--config.train.batch_size=12", match="divide over the 8 data-parallel")
+    tok = train_sentencepiece(TokenizerTrainSpec(inputs=(corpus,), vocab_size=400),
+                              str(tmp_path / "tok" / "spm"))
+    fails(source, f"--config.data.tokenizer={tok}",
+          match="the tokenizer has 400 tokens but model.vocab_size is 512")
+
+
+def test_a_loss_that_turns_nan_stops_the_run(corpus, tmp_path, capsys):
+    workdir = tmp_path / "nan"
+    code = pretrain("gpt2_tiny.py", workdir, f"--config.data.sources=['{corpus}']",
+                    "--config.optimizer.learning_rate=1e30", "--config.optimizer.warmup_steps=0",
+                    "--config.train.checkpoint_every=0", "--config.optimizer.clip_norm=0")
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "the loss became nan at step" in err and "last good state" in err
+    # The good state was checkpointed, not the NaN one.
+    assert os.listdir(workdir / "checkpoints")
