@@ -123,16 +123,15 @@ def finetune(run: FinetuneRun, config: ml_collections.ConfigDict, workdir: str) 
     throughput = Throughput(run.tokens_per_example * train_cfg.batch_size,
                             run.flops_per_example * train_cfg.batch_size, peak)
     writer = MetricsWriter(workdir, enabled=is_main)
-    preemption = Preemption()
-    preemption.install()
     config_dict = config.to_dict()
-    state, stopped = run_loop(
-        sharded, state, train_batches, eval_batches,
-        LoopConfig(train_cfg.steps, train_cfg.log_every, train_cfg.eval_every,
-                   train_cfg.eval_batches, train_cfg.checkpoint_every),
-        run.objective.loss_terms, writer, throughput, is_main,
-        save_checkpoint=lambda s, force: checkpointer.save(s, config_dict, force),
-        preemption=preemption)
+    with Preemption() as preemption:
+        state, stopped = run_loop(
+            sharded, state, train_batches, eval_batches,
+            LoopConfig(train_cfg.steps, train_cfg.log_every, train_cfg.eval_every,
+                       train_cfg.eval_batches, train_cfg.checkpoint_every),
+            run.objective.loss_terms, writer, throughput, is_main,
+            save_checkpoint=lambda s, force: checkpointer.save(s, config_dict, force),
+            preemption=preemption)
     checkpointer.close()
     writer.close()
     if is_main:
