@@ -163,10 +163,14 @@ def train_sentencepiece(spec: TokenizerTrainSpec, output_prefix: str) -> str:
 
 
 def load_tokenizer(path: str) -> Tokenizer:
-    """A SentencePiece `.model` file, or a Hugging Face checkpoint directory (WordPiece
-    `vocab.txt`/`tokenizer.json`)."""
+    """A SentencePiece `.model` file, or a Hugging Face checkpoint directory (GPT-2
+    `vocab.json` + `merges.txt`, or WordPiece `vocab.txt`/`tokenizer.json`)."""
     if os.path.isdir(path):
+        from lmscale.data.gpt2_bpe import GPT2BPETokenizer, is_gpt2_bpe_dir
         from lmscale.data.wordpiece import WordPieceTokenizer
+
+        if is_gpt2_bpe_dir(path):
+            return GPT2BPETokenizer.from_dir(path)
 
         return WordPieceTokenizer.from_checkpoint_dir(path)
     return SentencePieceTokenizer(path)

@@ -13,13 +13,14 @@ from lmscale.models.layers import MLP, Embed, LayerNorm, SelfAttention, constrai
 class GPTBlock(nn.Module):
     config: ModelConfig
     deterministic: bool = True
+    decode: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, mask: jax.Array | None):
         cfg = self.config
         drop = nn.Dropout(cfg.dropout, deterministic=self.deterministic)
         h = LayerNorm(cfg.layer_norm_eps, cfg.dtype, name="ln_attn")(x)
-        x = x + drop(SelfAttention(cfg, causal=True, name="attn")(h, mask))
+        x = x + drop(SelfAttention(cfg, causal=True, decode=self.decode, name="attn")(h, mask))
         h = LayerNorm(cfg.layer_norm_eps, cfg.dtype, name="ln_mlp")(x)
         x = x + drop(MLP(cfg, name="mlp")(h))
         return constrain(x, ("batch", "length", "act_embed")), None
@@ -31,11 +32,16 @@ class GPT(nn.Module):
     @nn.compact
     def __call__(self, input_ids: jax.Array, positions: jax.Array | None = None,
                  attention_mask: jax.Array | None = None,
-                 deterministic: bool = True) -> jax.Array:
+                 deterministic: bool = True, decode: bool = False) -> jax.Array:
         """input_ids [batch, length] -> logits [batch, length, vocab] (float32).
 
         `attention_mask` [batch, length] marks real tokens (left-padded batches); causal
-        masking is always applied on top.
+        masking is always applied on top. `positions` [batch or 1, length] are per-row
+        position ids (left-padded rows start later).
+
+        `decode=True` reads and extends the `cache` collection (apply with
+        `mutable=["cache"]`); see `SelfAttention`. Initialising with `decode=True` on
+        input of length L creates a cache of L slots.
         """
         cfg = self.config
         if positions is None:
@@ -48,7 +54,8 @@ class GPT(nn.Module):
         x = nn.Dropout(cfg.dropout, deterministic=deterministic)(x)
         x = constrain(x, ("batch", "length", "act_embed"))
         mask = None if attention_mask is None else attention_mask[:, None, None, :].astype(bool)
-        x, _ = stack_layers(GPTBlock, cfg, "blocks", deterministic=deterministic)(x, mask)
+        x, _ = stack_layers(GPTBlock, cfg, "blocks", deterministic=deterministic,
+                            decode=decode)(x, mask)
         x = LayerNorm(cfg.layer_norm_eps, cfg.dtype, name="ln_f")(x)
         logits = wte.attend(x)  # weight tying (GPT-2, as in Press & Wolf 2017)
         return constrain(logits, ("batch", "length", "act_vocab"))

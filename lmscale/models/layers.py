@@ -103,13 +103,21 @@ class SelfAttention(nn.Module):
 
     Attention-probability dropout is not applied: the fused attention kernels that
     `dot_product_attention` dispatches to have none, and residual dropout remains.
+
+    With `decode=True` (causal only) keys and values go to a `cache` collection: the
+    first call with an uninitialised cache only creates it (its length is that input's
+    length); later calls append their tokens at the cache index and attend to every
+    filled slot, so a prefill pass and then one token per step see exactly what a full
+    forward pass would.
     """
 
     config: ModelConfig
     causal: bool
+    decode: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, mask: jax.Array | None) -> jax.Array:
+        """`mask` [batch, 1, 1, length] marks the keys that are real tokens (or None)."""
         cfg = self.config
         heads = (cfg.num_heads, cfg.head_dim)
 
@@ -120,11 +128,41 @@ class SelfAttention(nn.Module):
 
         q, k, v = project("query"), project("key"), project("value")
         impl = None if cfg.attention_impl == "auto" else cfg.attention_impl
-        y = jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=self.causal,
+        cache_ready = self.decode and self.has_variable("cache", "cached_key")
+        if self.decode:
+            k, v, mask = self._extend_cache(k, v, mask)
+        y = jax.nn.dot_product_attention(q, k, v, mask=mask,
+                                         is_causal=self.causal and not cache_ready,
                                          implementation=impl)
         y = constrain(y, ("batch", "length", "act_heads", "kv"))
         return Projection((cfg.d_model,), ("heads", "kv", "embed"), cfg.dtype, contract=2,
                           init_std=self.out_init_std, name="out")(y)
+
+    def _extend_cache(self, k: jax.Array, v: jax.Array, mask: jax.Array | None):
+        """Append k, v [b, t, h, d] at the cache index; return the whole cache and the
+        mask [b, 1, t, cache_len] of what each new query may see (causal, real tokens)."""
+        ready = self.has_variable("cache", "cached_key")
+        key = self.variable("cache", "cached_key", jnp.zeros, k.shape, k.dtype)
+        value = self.variable("cache", "cached_value", jnp.zeros, v.shape, v.dtype)
+        # Which slots hold real tokens: left padding of shorter prompts stays invisible.
+        real = self.variable("cache", "cached_real", jnp.zeros, k.shape[:2], jnp.bool_)
+        index = self.variable("cache", "cache_index", lambda: jnp.zeros((), jnp.int32))
+        if not ready:  # initialisation only sizes the cache
+            return k, v, mask
+        batch, new = k.shape[:2]
+        new_real = (jnp.ones((batch, new), jnp.bool_) if mask is None
+                    else mask.reshape(batch, new).astype(jnp.bool_))
+        start = index.value
+        key.value = jax.lax.dynamic_update_slice(key.value, k.astype(key.value.dtype),
+                                                 (0, start, 0, 0))
+        value.value = jax.lax.dynamic_update_slice(value.value, v.astype(value.value.dtype),
+                                                   (0, start, 0, 0))
+        real.value = jax.lax.dynamic_update_slice(real.value, new_real, (0, start))
+        index.value = start + new
+        slots = jnp.arange(key.value.shape[1])
+        causal = slots[None, :] <= start + jnp.arange(new)[:, None]  # [t, cache_len]
+        visible = causal[None, None] & real.value[:, None, None, :]
+        return key.value, value.value, visible
 
     @property
     def out_init_std(self) -> float:
@@ -165,15 +203,15 @@ def remat_policy(name: str):
 def stack_layers(block_cls: type[nn.Module], config: ModelConfig, name: str, **block_kwargs):
     """`config.num_layers` copies of a block, scanned (compile time independent of depth).
 
-    The block is called as `block(x, mask) -> (x, None)`; its parameters get a leading
-    `layers` axis.
+    The block is called as `block(x, mask) -> (x, None)`; its parameters (and decoding
+    cache, if any) get a leading `layers` axis.
     """
     if config.remat_policy != "none":
         block_cls = nn.remat(block_cls, policy=remat_policy(config.remat_policy),
                              prevent_cse=False)
     scanned = nn.scan(
         block_cls,
-        variable_axes={"params": 0},
+        variable_axes={"params": 0, "cache": 0},
         split_rngs={"params": True, "dropout": True},
         in_axes=(nn.broadcast,),
         length=config.num_layers,

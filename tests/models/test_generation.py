@@ -83,14 +83,18 @@ def test_cached_greedy_on_a_2x2x2_mesh_equals_full_forward(model_and_params, exp
     assert sharded.generate_ids(PROMPTS[:3], NEW_TOKENS) == expected[:3]  # batch padded to 4
 
 
-def test_sampling_is_seeded_and_stop_strings_cut_text(generator):
+def test_sampling_is_seeded_and_stop_strings_cut_text(generator, expected):
+    # Same shapes as the greedy test: new settings and stops reuse its compiled program.
+    texts = [" ".join(map(str, p)) for p in PROMPTS]
     hot = Sampling(temperature=1.5, top_k=20, top_p=0.9, seed=4)
-    first = generator.generate(["5 17 33"], NEW_TOKENS, hot)
-    assert generator.generate(["5 17 33"], NEW_TOKENS, hot) == first
-    assert generator.generate(["5 17 33"], NEW_TOKENS, Sampling(1.5, 20, 0.9, seed=5)) != first
-    greedy = generator.generate(["5 17 33"], NEW_TOKENS)[0]
+    first = generator.generate(texts, NEW_TOKENS, hot)
+    assert generator.generate(texts, NEW_TOKENS, hot) == first
+    assert generator.generate(texts, NEW_TOKENS, Sampling(1.5, 20, 0.9, seed=5)) != first
+    assert [g.token_ids for g in first] != expected
+    greedy = generator.generate(texts, NEW_TOKENS)[0]
+    assert greedy.token_ids == expected[0]
     stop_token = greedy.token_ids[3]
-    cut = generator.generate(["5 17 33"], NEW_TOKENS, stop=[str(stop_token)])[0]
+    cut = generator.generate(texts, NEW_TOKENS, stop=[str(stop_token)])[0]
     assert cut.stopped == "stop"
     assert cut.token_ids == greedy.token_ids[:4]  # one-token stop ends the row in the loop
     assert str(stop_token) not in cut.text.split()
