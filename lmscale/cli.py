@@ -137,7 +137,8 @@ def _finetune(args, overrides, template, run) -> int:
 def cmd_finetune_squad(args, overrides) -> int:
     from lmscale.tasks.squad import run_squad, squad_template
 
-    return _finetune(args, overrides, squad_template, run_squad)
+    return _finetune(args, overrides, squad_template,
+                     lambda config, workdir: run_squad(config, workdir).summary)
 
 
 def cmd_finetune_classify(args, overrides) -> int:
@@ -178,11 +179,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     conv = verbs.add_parser("convert", help="checkpoint conversion").add_subparsers(
         dest="sub", required=True)
-    p = conv.add_parser("hf", help="Hugging Face BERT directory -> lmscale pretrained format")
+    p = conv.add_parser("hf", help="Hugging Face BERT or GPT-2 directory (config.json "
+                        "model_type) -> lmscale pretrained format")
     p.add_argument("--model-dir", required=True)
     p.add_argument("--out", required=True)
     p.set_defaults(run=cmd_convert_hf)
-    p = conv.add_parser("to-hf", help="lmscale checkpoint -> Hugging Face BERT directory")
+    p = conv.add_parser("to-hf", help="lmscale checkpoint -> Hugging Face BERT or GPT-2 directory")
     p.add_argument("--checkpoint", required=True,
                    help="lmscale export/convert output or an lmscale pretrain run directory")
     p.add_argument("--out", required=True)

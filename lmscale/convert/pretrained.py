@@ -7,7 +7,7 @@ An lmscale pretrained directory holds
     vocab.txt, tokenizer.json, ... or spm.model   the tokenizer the ids belong to
 
 `lmscale convert hf` and `lmscale export` write it; `load_pretrained` reads it, and also an
-`lmscale pretrain` run directory or a Hugging Face BERT directory as they are, so a
+`lmscale pretrain` run directory or a Hugging Face BERT or GPT-2 directory as they are, so a
 fine-tuning config's `init.checkpoint` may name any of the three.
 """
 
@@ -25,6 +25,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from lmscale.convert.hf_bert import read_hf_checkpoint, write_hf_checkpoint
+from lmscale.convert.hf_gpt2 import read_hf_gpt2, write_hf_gpt2
 from lmscale.data.tokenizer import SentencePieceTokenizer, Tokenizer, load_tokenizer
 from lmscale.errors import InputError
 from lmscale.models.config import ModelConfig
@@ -35,15 +36,16 @@ log = logging.getLogger(__name__)
 MODEL_CONFIG = "model_config.json"
 PARAMS_DIR = "params"
 SENTENCEPIECE_FILE = "spm.model"
-# What a Hugging Face BERT directory keeps its WordPiece tokenizer in.
+# What a Hugging Face directory keeps its tokenizer in: BERT's WordPiece, GPT-2's BPE.
 WORDPIECE_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json",
                    "special_tokens_map.json")
+GPT2_BPE_FILES = ("vocab.json", "merges.txt")
 
 
 @dataclass(frozen=True)
 class Pretrained:
     config: ModelConfig
-    params: dict  # {"params": {"bert": ..., optional pretraining heads}}, numpy leaves
+    params: dict  # {"params": {...}} (BERT: "bert" + optional heads; GPT), numpy leaves
     tokenizer: Tokenizer
     tokenizer_files: list[str]  # paths that define the tokenizer, copied on export
 
@@ -58,10 +60,12 @@ def save_pretrained(out_dir: str, config: ModelConfig, params: dict,
     with ocp.StandardCheckpointer() as checkpointer:
         checkpointer.save(os.path.abspath(os.path.join(out_dir, PARAMS_DIR)), host_params,
                           force=True)
-    _copy_tokenizer(tokenizer_files, out_dir)
+    copy_tokenizer_files(tokenizer_files, out_dir)
 
 
-def _copy_tokenizer(files: list[str], out_dir: str) -> None:
+def copy_tokenizer_files(files: list[str], out_dir: str) -> None:
+    """Copy a tokenizer's files into `out_dir`, where `load_pretrained` looks for them."""
+    os.makedirs(out_dir, exist_ok=True)
     for path in files:
         # A SentencePiece model keeps one fixed name so the loader can find it.
         name = SENTENCEPIECE_FILE if path.endswith(".model") else os.path.basename(path)
@@ -71,7 +75,7 @@ def _copy_tokenizer(files: list[str], out_dir: str) -> None:
 
 
 def _tokenizer_files(directory: str) -> list[str]:
-    names = (SENTENCEPIECE_FILE, *WORDPIECE_FILES)
+    names = (SENTENCEPIECE_FILE, *WORDPIECE_FILES, *GPT2_BPE_FILES)
     return [os.path.join(directory, n) for n in names
             if os.path.isfile(os.path.join(directory, n))]
 
@@ -103,12 +107,14 @@ def _load_pretrain_run(directory: str, run_config: dict) -> tuple[ModelConfig, d
     files = [spm] if os.path.isfile(spm) else []
     if not files and os.path.isdir(spm):
         files = _tokenizer_files(spm)
+    if not files:  # fine-tuning runs copy their tokenizer here
+        files = _tokenizer_files(os.path.join(directory, "tokenizer"))
     return config, params, files
 
 
 def load_pretrained(directory: str) -> Pretrained:
     """Config, parameters and tokenizer of an lmscale export, an `lmscale pretrain` run
-    directory, or a Hugging Face BERT checkpoint directory."""
+    directory, or a Hugging Face BERT or GPT-2 checkpoint directory."""
     if not os.path.isdir(directory):
         raise InputError(f"pretrained checkpoint {directory!r} is not a directory")
     config_file = os.path.join(directory, "config.json")
@@ -121,7 +127,7 @@ def load_pretrained(directory: str) -> Pretrained:
     elif "model" in run_config and os.path.isdir(os.path.join(directory, "checkpoints")):
         config, params, files = _load_pretrain_run(directory, run_config)
     elif run_config:
-        converted = read_hf_checkpoint(directory)
+        converted = read_hf(directory, run_config)
         config, params, files = converted.config, converted.params, _tokenizer_files(directory)
     else:
         raise InputError(f"{directory!r} is neither an lmscale export ({MODEL_CONFIG}), an "
@@ -145,11 +151,25 @@ def check_vocab_sizes(config: ModelConfig, tokenizer: Tokenizer, where: str) -> 
                  config.vocab_size, tokenizer.vocab_size)
 
 
+def read_hf(model_dir: str, hf_config: dict | None = None):
+    """A Hugging Face checkpoint of the architecture its config.json `model_type` names."""
+    if hf_config is None:
+        config_file = os.path.join(model_dir, "config.json")
+        if not os.path.isfile(config_file):
+            raise InputError(f"{model_dir!r} has no config.json; is it a Hugging Face "
+                             "checkpoint?")
+        with open(config_file, encoding="utf-8") as f:
+            hf_config = json.load(f)
+    if hf_config.get("model_type") == "gpt2":
+        return read_hf_gpt2(model_dir)
+    return read_hf_checkpoint(model_dir)
+
+
 def convert_hf(model_dir: str, out_dir: str) -> list[str]:
-    """`lmscale convert hf`: a Hugging Face BERT directory into the lmscale format.
-    Returns the parts the source lacks (pooler, MLM/NSP heads): a model that needs them
-    initialises them afresh and says so."""
-    converted = read_hf_checkpoint(model_dir)
+    """`lmscale convert hf`: a Hugging Face BERT or GPT-2 directory (by config.json
+    `model_type`) into the lmscale format. Returns the parts the source lacks (pooler,
+    MLM/NSP heads): a model that needs them initialises them afresh and says so."""
+    converted = read_hf(model_dir)
     files = _tokenizer_files(model_dir)
     check_vocab_sizes(converted.config, _tokenizer_from_files(files, model_dir), model_dir)
     save_pretrained(out_dir, converted.config, converted.params, files)
@@ -160,9 +180,7 @@ def export_hf(checkpoint_dir: str, out_dir: str) -> str:
     """`lmscale convert to-hf`: any directory `load_pretrained` reads, into transformers'
     layout (model.safetensors, config.json, tokenizer files). Returns the architecture."""
     pretrained = load_pretrained(checkpoint_dir)
-    if pretrained.config.family != "bert":
-        raise InputError(f"{checkpoint_dir!r} holds a {pretrained.config.family} model; only "
-                         "BERT exports to the Hugging Face BERT layout")
-    architecture = write_hf_checkpoint(out_dir, pretrained.config, pretrained.params)
-    _copy_tokenizer(pretrained.tokenizer_files, out_dir)
+    write = write_hf_gpt2 if pretrained.config.family == "gpt" else write_hf_checkpoint
+    architecture = write(out_dir, pretrained.config, pretrained.params)
+    copy_tokenizer_files(pretrained.tokenizer_files, out_dir)
     return architecture
