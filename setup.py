@@ -12,6 +12,7 @@ INSTALL_REQUIRES = [
     "grain==0.2.18",
     "array-record==0.8.6",
     "tensorflow-datasets==4.9.10",
+    "importlib-resources==7.1.0",  # tfds needs it for builders defined outside its package
     "sentencepiece==0.2.3",
     "ml-collections==1.1.0",
     "numpy==2.4.6",

@@ -58,3 +58,9 @@ class StepBatches:
 
     def epochs(self, steps: int) -> float:
         return steps * self.global_batch_size / self.num_examples
+
+
+def stack_examples(source, count: int) -> dict[str, np.ndarray]:
+    """The first `count` examples of a source as one batch of arrays."""
+    rows = [source[i] for i in range(min(count, len(source)))]
+    return {k: np.stack([np.asarray(r[k]) for r in rows]) for k in rows[0]}

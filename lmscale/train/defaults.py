@@ -19,6 +19,7 @@ def pretrain_config(model_preset: str, **model_overrides) -> ml_collections.Conf
     c.data.sources = ["builtin:stdlib-docstrings"]
     c.data.document_split = "auto"  # auto | file | blank_line (see lmscale/data/corpus.py)
     c.data.tfds_data_dir = ""
+    c.data.prepared_dir = ""  # where examples are written once; "" = <workdir>/data
     c.data.tokenizer = ""  # a SentencePiece .model; "" trains one on the training split
     c.data.tokenizer_model_type = "unigram"
     c.data.seq_len = 128

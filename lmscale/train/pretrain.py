@@ -9,14 +9,13 @@ from dataclasses import dataclass
 
 import jax
 import ml_collections
-import numpy as np
 
 from lmscale.config import to_json
-from lmscale.data.loader import ArrayExamples, StepBatches
+from lmscale.data.loader import StepBatches, stack_examples
 from lmscale.data.pretrain import prepare_pretraining_data
 from lmscale.errors import ConfigError
 from lmscale.models import GPT, BertForPretraining, ModelConfig
-from lmscale.parallel.distributed import initialize_distributed
+from lmscale.parallel.distributed import barrier, initialize_distributed
 from lmscale.parallel.mesh import data_parallel_size, make_mesh
 from lmscale.tasks.samples import bert_fill_mask, gpt_samples
 from lmscale.train.checkpoint import Checkpointer
@@ -84,7 +83,7 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict:
     # Data problems (missing or empty corpus, vocabulary mismatch) surface here, before
     # anything that looks like a run is written.
     first_data = prepare_pretraining_data(config.data, model_cfg, workdir, run_phases[0].seq_len,
-                                          run_phases[0].max_predictions, is_main)
+                                          run_phases[0].max_predictions, is_main, barrier)
     if is_main:
         os.makedirs(workdir, exist_ok=True)
         with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
@@ -110,8 +109,9 @@ def _train_phases(config, workdir: str, model_cfg: ModelConfig, opt_cfg: Optimiz
         state, data, stopped = None, None, "done"
         for index, phase in enumerate(run_phases):
             data = first_data if index == 0 else prepare_pretraining_data(
-                config.data, model_cfg, workdir, phase.seq_len, phase.max_predictions, is_main)
-            example_batch = {k: v[: train_cfg.batch_size] for k, v in data.train.items()}
+                config.data, model_cfg, workdir, phase.seq_len, phase.max_predictions, is_main,
+                barrier)
+            example_batch = stack_examples(data.train, train_cfg.batch_size)
             sharded = build_sharded_step(objective, optimizer, schedule, mesh, example_batch,
                                          train_cfg.grad_accum_steps, train_cfg.seed)
             if state is None:
@@ -121,9 +121,9 @@ def _train_phases(config, workdir: str, model_cfg: ModelConfig, opt_cfg: Optimiz
                     state = sharded.init(jax.random.key(train_cfg.seed))
                 else:
                     log.info("resuming from step %d", int(state.step))
-            train_batches = StepBatches(ArrayExamples(data.train), train_cfg.batch_size,
+            train_batches = StepBatches(data.train, train_cfg.batch_size,
                                         train_cfg.seed, jax.process_index(), jax.process_count())
-            eval_batches = StepBatches(ArrayExamples(data.held_out), train_cfg.batch_size, 0,
+            eval_batches = StepBatches(data.held_out, train_cfg.batch_size, 0,
                                        jax.process_index(), jax.process_count(), shuffle=False)
             if int(state.step) >= phase.end_step:
                 continue
@@ -166,9 +166,8 @@ def _samples(model_cfg: ModelConfig, objective, params, data, count: int) -> lis
     if count <= 0:
         return []
     params = jax.device_get(params)
+    held_out = stack_examples(data.held_out, count)
     if model_cfg.family == "gpt":
-        rows = data.held_out["input_ids"][:count]
-        prompts = [data.tokenizer.decode(row[:8].tolist()) for row in rows]
+        prompts = [data.tokenizer.decode(row[:8].tolist()) for row in held_out["input_ids"]]
         return gpt_samples(objective.model, params, data.tokenizer, prompts, num_tokens=48)
-    return bert_fill_mask(objective.model, params, data.tokenizer,
-                          {k: np.asarray(v) for k, v in data.held_out.items()}, count)
+    return bert_fill_mask(objective.model, params, data.tokenizer, held_out, count)
