@@ -147,6 +147,59 @@ def cmd_finetune_classify(args, overrides) -> int:
     return _finetune(args, overrides, classify_template, run_classify)
 
 
+def cmd_finetune_lm(args, overrides) -> int:
+    from lmscale.tasks.lm_finetune import lm_finetune_template, run_lm_finetune
+
+    return _finetune(args, overrides, lm_finetune_template, run_lm_finetune)
+
+
+def _mesh_sizes(text: str) -> dict[str, int]:
+    """'data=2,tensor=4' -> {'data': 2, 'tensor': 4}."""
+    try:
+        return {k: int(v) for k, v in (item.split("=") for item in text.split(",") if item)}
+    except ValueError:
+        raise InputError(f"--mesh {text!r} must look like data=2,fsdp=1,tensor=4") from None
+
+
+def cmd_generate(args, overrides) -> int:
+    from lmscale.models.generation import Sampling
+    from lmscale.tasks.decoder import load_decoder
+
+    generator = load_decoder(args.checkpoint).generator(_mesh_sizes(args.mesh))
+    sampling = Sampling(args.temperature, args.top_k, args.top_p, args.seed)
+    outputs = generator.generate(args.prompt, args.max_new_tokens, sampling, args.stop,
+                                 use_cache=not args.no_cache)
+    for prompt, out in zip(args.prompt, outputs):
+        print(f"--- [{out.stopped}, {len(out.token_ids)} tokens]\n{prompt}{out.text}")
+    return 0
+
+
+def cmd_eval_perplexity(args, overrides) -> int:
+    from lmscale.tasks.gpt_eval import run_perplexity
+
+    result, path = run_perplexity(args.checkpoint, args.text, args.window, args.stride,
+                                  _mesh_sizes(args.mesh), args.batch_size)
+    print(f"{result['text']}: {result['tokens']:,} tokens, {result['words']:,} words, "
+          f"window {result['window']} stride {result['stride']}")
+    print(f"  token perplexity {result['token_perplexity']:.3f}  word perplexity "
+          f"{result['word_perplexity']:.3f}  bits/byte {result['bits_per_byte']:.4f}")
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_eval_fewshot(args, overrides) -> int:
+    from lmscale.tasks.gpt_eval import FewshotSpec, fewshot_table, run_fewshot
+
+    spec = FewshotSpec(args.task, args.data, args.pool, tuple(args.shots), args.seed,
+                       args.limit, args.instruction, args.separator, args.max_new_tokens,
+                       tuple(args.stop))
+    results, path = run_fewshot(args.checkpoint, spec, _mesh_sizes(args.mesh),
+                                args.batch_size)
+    print(fewshot_table(results))
+    print(f"wrote {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lmscale", description=__doc__)
     verbs = parser.add_subparsers(dest="verb", required=True)
@@ -194,7 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
         dest="sub", required=True)
     for name, run, help_text in (
             ("squad", cmd_finetune_squad, "SQuAD v1.1 span extraction"),
-            ("classify", cmd_finetune_classify, "sentence classification (TSV/JSONL/tfds)")):
+            ("classify", cmd_finetune_classify, "sentence classification (TSV/JSONL/tfds)"),
+            ("lm", cmd_finetune_lm, "GPT on JSONL prompt/completion pairs")):
         p = with_config(ft.add_parser(name, help=help_text))
         p.add_argument("--workdir", help="run directory (default runs/<config name>)")
         p.set_defaults(run=run)
@@ -204,6 +258,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True)
     p.add_argument("--predictions", required=True)
     p.set_defaults(run=cmd_eval_squad)
+
+    def gpt_checkpoint(p):
+        p.add_argument("--checkpoint", required=True, help="a GPT run, export or HF directory")
+        p.add_argument("--mesh", default="data=-1", help="mesh sizes, e.g. data=2,tensor=4")
+        return p
+
+    p = gpt_checkpoint(ev.add_parser("perplexity", help="sliding-window perplexity"))
+    p.add_argument("--text", required=True, help="a UTF-8 text file")
+    p.add_argument("--window", type=int, default=0, help="default: the model's context")
+    p.add_argument("--stride", type=int, default=0, help="default: half the window")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.set_defaults(run=cmd_eval_perplexity)
+    p = gpt_checkpoint(ev.add_parser("fewshot", help="zero/one/few-shot evaluation "
+                                     "(docs/evaluation.md)"))
+    p.add_argument("--task", required=True, help="a JSONL task file, or sst2 / cloze")
+    p.add_argument("--data", default="", help="the input file of an sst2/cloze task")
+    p.add_argument("--pool", default="", help="examples demonstrations are drawn from")
+    p.add_argument("--shots", type=int, nargs="+", default=[0], help="K values, e.g. 0 1 4")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--limit", type=int, default=0, help="first N examples (0 = all)")
+    p.add_argument("--instruction", default=None, help="default: the adapter's, or none")
+    p.add_argument("--separator", default="\n\n")
+    p.add_argument("--max-new-tokens", type=int, default=16)
+    p.add_argument("--stop", nargs="*", default=["\n"])
+    p.add_argument("--batch-size", type=int, default=16)
+    p.set_defaults(run=cmd_eval_fewshot)
+
+    p = gpt_checkpoint(verbs.add_parser("generate", help="continue prompts with a GPT"))
+    p.add_argument("--prompt", action="append", required=True, help="repeat for a batch")
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--stop", action="append", default=[], help="a stop string (repeatable)")
+    p.add_argument("--no-cache", action="store_true",
+                   help="re-run the full forward pass per token (for comparison)")
+    p.set_defaults(run=cmd_generate)
     return parser
 
 

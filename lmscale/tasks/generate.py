@@ -63,6 +63,15 @@ def left_pad(rows: Sequence[Sequence[int]], length: int,
     return ids, mask
 
 
+def place_params(model: GPT, params, mesh: Mesh):
+    """`params` (the tree under 'params') laid out on `mesh` by their logical axis names."""
+    with mesh_context(mesh):
+        boxed = jax.eval_shape(lambda: model.init(jax.random.key(0),
+                                                  jnp.zeros((1, 1), jnp.int32)))
+    shardings = logical_to_sharding(nn.get_partition_spec(boxed), mesh)["params"]
+    return jax.device_put(nn.unbox(params), shardings)
+
+
 class Generator:
     """A GPT, its parameters (placed on `mesh`) and tokenizer, ready to continue prompts."""
 
@@ -70,11 +79,7 @@ class Generator:
         self.model = model
         self.tokenizer = tokenizer
         self.mesh = mesh if mesh is not None else make_mesh({"data": -1})
-        with mesh_context(self.mesh):
-            boxed = jax.eval_shape(lambda: model.init(jax.random.key(0),
-                                                      jnp.zeros((1, 1), jnp.int32)))
-        shardings = logical_to_sharding(nn.get_partition_spec(boxed), self.mesh)["params"]
-        self.params = jax.device_put(nn.unbox(params), shardings)
+        self.params = place_params(model, params, self.mesh)
         self._run = jax.jit(functools.partial(generate_tokens, model),
                             static_argnames=("max_new_tokens", "use_cache"))
 
