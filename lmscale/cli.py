@@ -62,6 +62,16 @@ def cmd_pretrain(args, overrides) -> int:
     return 0
 
 
+def cmd_data_prepare(args, overrides) -> int:
+    from lmscale.train.pretrain import prepare_data
+
+    config = _load_config(args.config, overrides)
+    workdir = args.workdir or os.path.join("runs", config.name)
+    for line in prepare_data(config, workdir):
+        print(line)
+    return 0
+
+
 def cmd_params(args, overrides) -> int:
     config = _load_config(args.config, overrides)
     counts = _count_params(config)
@@ -212,6 +222,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = with_config(verbs.add_parser("pretrain", help="pretrain BERT or GPT"))
     p.add_argument("--workdir", help="run directory (default runs/<config name>)")
     p.set_defaults(run=cmd_pretrain)
+
+    data = verbs.add_parser("data", help="datasets").add_subparsers(dest="sub", required=True)
+    p = with_config(data.add_parser("prepare", help="build a config's pretraining examples"))
+    p.add_argument("--workdir", help="run directory (default runs/<config name>)")
+    p.set_defaults(run=cmd_data_prepare)
 
     p = with_config(verbs.add_parser("params", help="parameter counts of a config"))
     p.set_defaults(run=cmd_params)

@@ -13,22 +13,26 @@ import os
 import re
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import ml_collections
 
 from lmscale.data.squad import (
     SquadExample,
+    SquadFeatures,
     build_squad_features,
     postprocess_squad_predictions,
     read_squad_file,
     split_articles,
     squad_examples,
 )
+from lmscale.data.tokenizer import Tokenizer
 from lmscale.errors import InputError
 from lmscale.models.bert_heads import BertForQuestionAnswering
 from lmscale.tasks.encoder import (
-    load_encoder, logged_throughput, predict, set_step_budget, train_encoder, write_json,
+    Trained, load_encoder, logged_throughput, predict, set_step_budget, train_encoder,
+    write_json,
 )
 from lmscale.tasks.objectives import SpanObjective
 from lmscale.tasks.squad_metric import evaluate_squad
@@ -97,50 +101,79 @@ def _examples(articles, what: str) -> list[SquadExample]:
     return examples
 
 
-def run_squad(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """Fine-tune, predict the held-out articles and score them; returns the summary that
-    is also written to `workdir/summary.json`."""
-    task = config.task
-    encoder = load_encoder(config)
+@dataclass(frozen=True)
+class SquadData:
+    eval_articles: list
+    train_examples: list[SquadExample]
+    eval_examples: list[SquadExample]
+    train_features: SquadFeatures
+    eval_features: SquadFeatures
+
+
+def prepare_squad(task: ml_collections.ConfigDict, tokenizer: Tokenizer) -> SquadData:
+    """Read, split and window the training and evaluation questions."""
     train_articles, eval_articles = _articles(task)
     train_examples = _examples(train_articles, "training")
     eval_examples = _examples(eval_articles, "evaluation")
     options = dict(max_seq_length=task.max_seq_length, doc_stride=task.doc_stride,
                    max_query_length=task.max_query_length)
-    train_features = build_squad_features(train_examples, encoder.tokenizer, **options)
-    eval_features = build_squad_features(eval_examples, encoder.tokenizer, **options)
+    train_features = build_squad_features(train_examples, tokenizer, **options)
+    eval_features = build_squad_features(eval_examples, tokenizer, **options)
     log.info("SQuAD features: %d training windows from %d questions (%d questions cut to "
              "%d tokens); %d evaluation windows from %d questions", len(train_features),
              len(train_examples), train_features.truncated_questions, task.max_query_length,
              len(eval_features), len(eval_examples))
-    set_step_budget(config, len(train_features))
+    return SquadData(eval_articles, train_examples, eval_examples, train_features,
+                     eval_features)
 
-    model = BertForQuestionAnswering(encoder.config)
-    trained = train_encoder(SpanObjective(model), train_features.arrays, eval_features.arrays,
-                            encoder, config, workdir)
-    start = time.perf_counter()
-    start_logits, end_logits = predict(model, trained.result, trained.result.state.params,
-                                       eval_features.arrays, task.predict_batch_size)
+
+def score_params(model: BertForQuestionAnswering, trained: Trained, params, data: SquadData,
+                 task: ml_collections.ConfigDict) -> tuple[dict[str, str], dict[str, float]]:
+    """(predictions, official EM/F1) of `params` on the evaluation articles."""
+    start_logits, end_logits = predict(model, trained.result, params,
+                                       data.eval_features.arrays, task.predict_batch_size)
     predictions = postprocess_squad_predictions(
-        eval_examples, eval_features, start_logits, end_logits, task.n_best_size,
+        data.eval_examples, data.eval_features, start_logits, end_logits, task.n_best_size,
         task.max_answer_length)
+    return predictions, evaluate_squad(data.eval_articles, predictions, warn_unanswered=False)
+
+
+@dataclass(frozen=True)
+class SquadOutcome:
+    summary: dict
+    data: SquadData
+    model: BertForQuestionAnswering
+    trained: Trained
+
+
+def run_squad(config: ml_collections.ConfigDict, workdir: str) -> SquadOutcome:
+    """Fine-tune, predict the held-out articles and score them; the summary is also
+    written to `workdir/summary.json`."""
+    task = config.task
+    encoder = load_encoder(config)
+    data = prepare_squad(task, encoder.tokenizer)
+    set_step_budget(config, len(data.train_features))
+    model = BertForQuestionAnswering(encoder.config)
+    trained = train_encoder(SpanObjective(model), data.train_features.arrays,
+                            data.eval_features.arrays, encoder, config, workdir)
+    start = time.perf_counter()
+    predictions, scores = score_params(model, trained, trained.result.state.params, data, task)
     predict_seconds = time.perf_counter() - start
-    scores = evaluate_squad(eval_articles, predictions)
     write_json(os.path.join(workdir, "predictions.json"), predictions)
     write_json(os.path.join(workdir, "eval.json"), scores)
     summary = {
         **scores,
-        "baseline_first_sentence": baseline_scores(eval_articles),
+        "baseline_first_sentence": baseline_scores(data.eval_articles),
         "stopped": trained.result.stopped,
         "steps": int(trained.result.state.step),
         "batch_size": config.train.batch_size,
-        "train_windows": len(train_features),
-        "eval_questions": len(eval_examples),
-        "eval_windows": len(eval_features),
+        "train_windows": len(data.train_features),
+        "eval_questions": len(data.eval_examples),
+        "eval_windows": len(data.eval_features),
         "train_seconds": trained.train_seconds,
         "predict_seconds": predict_seconds,
         **logged_throughput(workdir, task.max_seq_length),
         "new_parameters": trained.result.new_params,
     }
     write_json(os.path.join(workdir, "summary.json"), summary)
-    return summary
+    return SquadOutcome(summary, data, model, trained)

@@ -115,13 +115,13 @@ class Checkpointer:
                                   f"{candidates}); delete the directory to start afresh")
         return None
 
-    def restore_params(self) -> Any:
-        """Only the model parameters of the newest checkpoint, as host numpy arrays (what
-        fine-tuning and export start from; the optimiser state is not read)."""
+    def restore_params(self, step: int | None = None) -> Any:
+        """Only the model parameters of the newest checkpoint (or `step`), as host numpy
+        arrays (what fine-tuning and export start from; the optimiser state is not read)."""
         steps = self.steps()
         if not steps:
             raise CheckpointError(f"no checkpoint in {self.directory}")
-        path = os.path.join(self.directory, str(steps[-1]), "state")
+        path = os.path.join(self.directory, str(steps[-1] if step is None else step), "state")
         with ocp.PyTreeCheckpointer() as reader:
             stored = reader.metadata(path).item_metadata.tree["params"]
             target = {"params": jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), stored)}
