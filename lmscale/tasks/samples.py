@@ -1,13 +1,8 @@
-"""What a run shows at its end: GPT text samples and BERT fill-mask predictions.
-
-These are quick looks at a model, not the generation API: they re-run the full forward
-pass for every new token.
-"""
+"""What a run shows at its end: GPT text samples and BERT fill-mask predictions."""
 
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from lmscale.data.tokenizer import Tokenizer
@@ -15,30 +10,19 @@ from lmscale.data.tokenizer import Tokenizer
 
 def gpt_samples(model, params, tokenizer: Tokenizer, prompts: list[str], num_tokens: int,
                 temperature: float = 0.8, seed: int = 0) -> list[str]:
-    """Continue each prompt by temperature sampling (full forward pass per token)."""
-    max_len = model.config.max_len
+    """Each prompt and its continuation by temperature sampling (KV-cached generation).
+    Prompts are cut from the left so that prompt + continuation fit the context."""
+    from lmscale.models.generation import Sampling
+    from lmscale.parallel.mesh import make_mesh
+    from lmscale.tasks.generate import Generator
 
-    @jax.jit
-    def next_token(buffer, position, rng):
-        logits = model.apply(params, buffer)[0, position - 1]
-        return jax.random.categorical(rng, logits / temperature)
-
-    outputs = []
-    rng = jax.random.key(seed)
-    for prompt in prompts:
-        ids = tokenizer.encode(prompt)[-(max_len - num_tokens):] if num_tokens < max_len else []
-        buffer = np.zeros((1, max_len), np.int32)
-        buffer[0, : len(ids)] = ids
-        position = len(ids)
-        for _ in range(min(num_tokens, max_len - position)):
-            rng, sub = jax.random.split(rng)
-            token = int(next_token(jnp.asarray(buffer), position, sub))
-            if token == tokenizer.eot_id:
-                break
-            buffer[0, position] = token
-            position += 1
-        outputs.append(tokenizer.decode(buffer[0, :position].tolist()))
-    return outputs
+    num_tokens = min(num_tokens, model.config.max_len - 1)
+    keep = model.config.max_len - num_tokens
+    tails = [tokenizer.decode(tokenizer.encode(p)[-keep:]) for p in prompts]
+    generator = Generator(model, params["params"], tokenizer,
+                          make_mesh({"data": 1}, jax.devices()[:1]))
+    outputs = generator.generate(tails, num_tokens, Sampling(temperature, seed=seed))
+    return [tail + out.text for tail, out in zip(tails, outputs)]
 
 
 def bert_fill_mask(model, params, tokenizer: Tokenizer, examples: dict[str, np.ndarray],
