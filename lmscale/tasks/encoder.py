@@ -75,6 +75,13 @@ def set_step_budget(config: ml_collections.ConfigDict, num_train_examples: int) 
         config.optimizer.warmup_steps = round(config.task.warmup_fraction * train.steps)
 
 
+def encoder_flops_per_token(cfg: ModelConfig, seq_len: int) -> int:
+    """Training FLOPs per token of an encoder with a span or label head: PaLM's 6N + 12LTd
+    less the vocabulary projection that `flops_per_token` counts for the MLM output layer
+    (fine-tuning heads never project onto the vocabulary; their own cost is negligible)."""
+    return flops_per_token(cfg, seq_len) - 6 * cfg.vocab_size * cfg.d_model
+
+
 @dataclass(frozen=True)
 class Trained:
     result: FinetuneResult
@@ -89,7 +96,7 @@ def train_encoder(objective, train: dict[str, np.ndarray], held_out: dict[str, n
         raise ConfigError(f"sequence length {seq_len} exceeds the model's {encoder.config.max_len} "
                           "positions; lower task.max_seq_length")
     run = FinetuneRun(objective, train, held_out, encoder.params,
-                      flops_per_example=flops_per_token(encoder.config, seq_len) * seq_len,
+                      flops_per_example=encoder_flops_per_token(encoder.config, seq_len) * seq_len,
                       tokens_per_example=seq_len)
     start = time.perf_counter()
     result = finetune(run, config, workdir)
