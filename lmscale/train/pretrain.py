@@ -68,6 +68,22 @@ def check_batch_split(batch_size: int, grad_accum: int, mesh) -> None:
             f"devices (mesh data x fsdp)")
 
 
+def prepare_data(config: ml_collections.ConfigDict, workdir: str) -> list[str]:
+    """Train the tokenizer and write every phase's examples ahead of training; returns a
+    line per phase saying what is there."""
+    initialize_distributed(config.distributed)
+    model_cfg = ModelConfig.from_dict(config.model.to_dict())
+    lines = []
+    for phase in phases(config):
+        data = prepare_pretraining_data(config.data, model_cfg, workdir, phase.seq_len,
+                                        phase.max_predictions, jax.process_index() == 0,
+                                        barrier)
+        lines.append(f"length {phase.seq_len}: {len(data.train):,} training and "
+                     f"{len(data.held_out):,} held-out examples; unigram baseline "
+                     f"{data.unigram_loss:.3f}")
+    return lines
+
+
 def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Train (or resume) the configured model; returns a summary of the run."""
     initialize_distributed(config.distributed)
