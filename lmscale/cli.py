@@ -210,6 +210,41 @@ def cmd_eval_fewshot(args, overrides) -> int:
     return 0
 
 
+def cmd_scaling_table(args, overrides) -> int:
+    from lmscale.scaling.history import history_table
+
+    print(history_table())
+    return 0
+
+
+def cmd_scaling_fit(args, overrides) -> int:
+    from lmscale.scaling.fit import FIT_GRIDS, fit_all, fits_to_json, read_results
+    from lmscale.scaling.plots import write_plots
+
+    fits = fit_all(read_results(args.results), bootstrap=args.bootstrap, seed=args.seed,
+                   grid=FIT_GRIDS[args.grid])
+    report = json.dumps(fits_to_json(fits), indent=2)
+    print(report)
+    out = args.out or os.path.dirname(os.path.abspath(args.results))
+    paths = write_plots(fits, out)
+    with open(os.path.join(out, "fit.json"), "w", encoding="utf-8") as f:
+        f.write(report + "\n")
+    print(f"wrote {os.path.join(out, 'fit.json')} and {', '.join(p.name for p in paths)}",
+          file=sys.stderr)
+    return 0
+
+
+def cmd_scaling_sweep(args, overrides) -> int:
+    from lmscale.scaling.sweep import plan_sweep, run_sweep
+
+    config = _load_config(args.config, overrides)
+    workdir = args.workdir or os.path.join("runs", config.name)
+    rows = run_sweep(config, workdir, args.max_points)
+    print(f"{len(rows)} of {len(plan_sweep(config))} points finished; results in "
+          f"{os.path.join(workdir, 'results.csv')} and results.jsonl")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lmscale", description=__doc__)
     verbs = parser.add_subparsers(dest="verb", required=True)
@@ -311,6 +346,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-cache", action="store_true",
                    help="re-run the full forward pass per token (for comparison)")
     p.set_defaults(run=cmd_generate)
+
+    sc = verbs.add_parser("scaling", help="scaling-law experiments").add_subparsers(
+        dest="sub", required=True)
+    p = sc.add_parser("table", help="parameter counts of historical LMs from their shapes")
+    p.set_defaults(run=cmd_scaling_table)
+    p = sc.add_parser("fit", help="fit scaling laws to a results table, write plots")
+    p.add_argument("--results", required=True, help="CSV or JSONL with columns N, D, loss")
+    p.add_argument("--out", help="plot and fit.json directory (default: the results' folder)")
+    p.add_argument("--bootstrap", type=int, default=200, help="resamples for the intervals")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--grid", default="full", choices=["full", "coarse"],
+                   help="L-BFGS starts: Hoffmann et al.'s 4,500 (full) or 243 (coarse, "
+                   "~20x faster)")
+    p.set_defaults(run=cmd_scaling_fit)
+    p = with_config(sc.add_parser("sweep", help="run or resume a scaling sweep"))
+    p.add_argument("--workdir", help="sweep directory (default runs/<config name>)")
+    p.add_argument("--max-points", type=int, default=None,
+                   help="train at most this many unfinished points, then stop")
+    p.set_defaults(run=cmd_scaling_sweep)
     return parser
 
 

@@ -31,6 +31,10 @@ CHINCHILLA_GRID: tuple[tuple[float, ...], ...] = (
     (0.0, 5.0, 10.0, 15.0, 20.0, 25.0),
     (0.0, 5.0, 10.0, 15.0, 20.0, 25.0),
 )
+# Every other value of each axis of that grid: 243 starts, ~20x faster, for a quick fit
+# on a small machine (`lmscale scaling fit --grid coarse`).
+COARSE_GRID: tuple[tuple[float, ...], ...] = tuple(axis[::2] for axis in CHINCHILLA_GRID)
+FIT_GRIDS = {"full": CHINCHILLA_GRID, "coarse": COARSE_GRID}
 PARAMETRIC_KEYS = ("E", "A", "B", "alpha", "beta")
 
 
