@@ -32,13 +32,20 @@ def abstract_target(abstract: TrainState, shardings: TrainState) -> TrainState:
                         abstract, shardings)
 
 
-def _shape_mismatches(stored: Any, target: Any) -> list[str]:
-    """'path: checkpoint (a, b) vs model (c, d)' for every leaf whose shape differs."""
-    stored_leaves = dict(jax.tree_util.tree_flatten_with_path(stored)[0])
+def _leaves_by_name(tree: Any) -> dict[str, Any]:
+    """Leaves keyed by a path of plain names, alike for dicts and dataclasses."""
+    def name(key) -> str:
+        return str(getattr(key, "key", getattr(key, "name", getattr(key, "idx", key))))
+    return {"/".join(name(k) for k in path): leaf
+            for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def _shape_mismatches(stored_params: Any, target_params: Any) -> list[str]:
+    """'path: checkpoint (a, b) vs model (c, d)' for every parameter whose shape differs."""
+    stored_leaves = _leaves_by_name(stored_params)
     problems = []
-    for path, leaf in jax.tree_util.tree_flatten_with_path(target)[0]:
-        old = stored_leaves.get(path)
-        name = jax.tree_util.keystr(path)
+    for name, leaf in _leaves_by_name(target_params).items():
+        old = stored_leaves.get(name)
         if old is None:
             problems.append(f"{name}: missing from the checkpoint")
         elif tuple(old.shape) != tuple(leaf.shape):
@@ -58,7 +65,10 @@ class Checkpointer:
         options = ocp.CheckpointManagerOptions(
             max_to_keep=keep, keep_period=keep_every or None,
             enable_async_checkpointing=async_save, create=True)
-        self._manager = ocp.CheckpointManager(self.directory, options=options)
+        self._manager = ocp.CheckpointManager(
+            self.directory, options=options,
+            item_handlers={"state": ocp.StandardCheckpointHandler(),
+                           "meta": ocp.JsonCheckpointHandler()})
 
     def steps(self) -> list[int]:
         return sorted(self._manager.all_steps())
@@ -68,20 +78,19 @@ class Checkpointer:
         if step in self._manager.all_steps():
             return
         try:
+            # Also raises the error of an earlier asynchronous save, if it failed.
             self._manager.save(step, args=ocp.args.Composite(
                 state=ocp.args.StandardSave(state),
                 meta=ocp.args.JsonSave({"step": step, "config": config})), force=force)
-        except OSError as err:
-            raise CheckpointError(
-                f"saving step {step} to {self.directory} failed ({err}); earlier checkpoints "
-                "are intact. Free space or fix permissions, then resume") from err
+        except _WRITE_ERRORS as err:
+            raise _save_failed(self.directory, err) from err
 
     def wait(self) -> None:
+        """Block until an asynchronous save is on disk; raise if it failed."""
         try:
             self._manager.wait_until_finished()
-        except OSError as err:
-            raise CheckpointError(f"finishing a save in {self.directory} failed ({err}); "
-                                  "earlier checkpoints are intact") from err
+        except _WRITE_ERRORS as err:
+            raise _save_failed(self.directory, err) from err
 
     def restore(self, abstract: TrainState, shardings: TrainState,
                 step: int | None = None) -> TrainState | None:
@@ -96,11 +105,12 @@ class Checkpointer:
                 log.warning("checkpoint step %d in %s is unreadable (%s); trying an older one",
                             candidate, self.directory, err)
                 continue
-            problems = _shape_mismatches(stored, target) if stored is not None else []
+            problems = _shape_mismatches(stored["params"], target.params)
             if problems:
                 raise CheckpointError(
                     f"checkpoint step {candidate} in {self.directory} was written for a "
-                    "different model config:\n  " + "\n  ".join(problems[:10]))
+                    "different model config:\n  " + "\n  ".join(problems[:10])
+                    + (f"\n  ... and {len(problems) - 10} more" if len(problems) > 10 else ""))
             try:
                 restored = self._manager.restore(candidate, args=ocp.args.Composite(
                     state=ocp.args.StandardRestore(target)))
@@ -131,6 +141,24 @@ class Checkpointer:
         return restored["params"]
 
     def close(self) -> None:
-        self.wait()
-        self._manager.close()
+        """Release the manager; a failed save is logged here, since `save`/`wait` on the
+        normal path have raised it already."""
+        try:
+            self.wait()
+        except CheckpointError as err:
+            log.error("%s", err)
+        finally:
+            self._manager.close()
+
+
+# Orbax surfaces storage failures (disk full, permissions) from tensorstore as ValueError
+# or RuntimeError, not only OSError.
+_WRITE_ERRORS = (OSError, ValueError, RuntimeError)
+
+
+def _save_failed(directory: str, err: Exception) -> CheckpointError:
+    reason = str(err).splitlines()[0][:300] if str(err) else type(err).__name__
+    return CheckpointError(
+        f"saving a checkpoint to {directory} failed: {reason}. Earlier checkpoints are intact; "
+        "free space or fix permissions, then run the same command again to resume")
 

@@ -124,15 +124,18 @@ def finetune(run: FinetuneRun, config: ml_collections.ConfigDict, workdir: str) 
                             run.flops_per_example * train_cfg.batch_size, peak)
     writer = MetricsWriter(workdir, enabled=is_main)
     config_dict = config.to_dict()
-    with Preemption() as preemption:
-        state, stopped = run_loop(
-            sharded, state, train_batches, eval_batches,
-            LoopConfig(train_cfg.steps, train_cfg.log_every, train_cfg.eval_every,
-                       train_cfg.eval_batches, train_cfg.checkpoint_every),
-            run.objective.loss_terms, writer, throughput, is_main,
-            save_checkpoint=lambda s, force: checkpointer.save(s, config_dict, force),
-            preemption=preemption)
-    checkpointer.close()
+    try:
+        with Preemption() as preemption:
+            state, stopped = run_loop(
+                sharded, state, train_batches, eval_batches,
+                LoopConfig(train_cfg.steps, train_cfg.log_every, train_cfg.eval_every,
+                           train_cfg.eval_batches, train_cfg.checkpoint_every),
+                run.objective.loss_terms, writer, throughput, is_main,
+                save_checkpoint=lambda s, force: checkpointer.save(s, config_dict, force),
+                preemption=preemption)
+        checkpointer.wait()
+    finally:
+        checkpointer.close()
     writer.close()
     if is_main:
         plot_loss_curve(writer.path, os.path.join(workdir, "loss.png"))

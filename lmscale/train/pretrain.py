@@ -161,6 +161,7 @@ def _train_phases(config, workdir: str, model_cfg: ModelConfig, opt_cfg: Optimiz
                 preemption=preemption)
             if stopped == "preempted":
                 break
+        checkpointer.wait()
     finally:
         # Waits for an asynchronous save in flight, also when training stopped on an error.
         checkpointer.close()
