@@ -143,6 +143,10 @@ def _train_phases(config, workdir: str, model_cfg: ModelConfig, opt_cfg: Optimiz
                                        jax.process_index(), jax.process_count(), shuffle=False)
             if int(state.step) >= phase.end_step:
                 continue
+            log.info("process %d of %d reads rows %d::%d of every global batch (%d of %d)",
+                     jax.process_index(), jax.process_count(), jax.process_index(),
+                     jax.process_count(), train_cfg.batch_size // jax.process_count(),
+                     train_cfg.batch_size)
             if is_main:
                 log.info("phase to step %d: %d training / %d held-out examples of length %d "
                          "(%.1f epochs); unigram baseline loss %.3f", phase.end_step,
