@@ -116,6 +116,15 @@ def cmd_eval_squad(args, overrides) -> int:
     return 0
 
 
+def cmd_export(args, overrides) -> int:
+    from lmscale.convert.pretrained import load_pretrained, save_pretrained
+
+    pretrained = load_pretrained(args.workdir)
+    save_pretrained(args.out, pretrained.config, pretrained.params, pretrained.tokenizer_files)
+    print(f"wrote the parameters, model config and tokenizer of {args.workdir} to {args.out}")
+    return 0
+
+
 def cmd_convert_hf(args, overrides) -> int:
     from lmscale.convert.pretrained import convert_hf
 
@@ -279,6 +288,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-type", default="unigram", choices=["unigram", "bpe"])
     p.add_argument("--output", required=True, help="output prefix (writes PREFIX.model)")
     p.set_defaults(run=cmd_tokenizer_train)
+
+    p = verbs.add_parser("export", help="parameters-only checkpoint of a run, for fine-tuning")
+    p.add_argument("--workdir", required=True, help="an lmscale pretrain run directory")
+    p.add_argument("--out", required=True, help="output directory")
+    p.set_defaults(run=cmd_export)
 
     conv = verbs.add_parser("convert", help="checkpoint conversion").add_subparsers(
         dest="sub", required=True)

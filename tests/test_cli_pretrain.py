@@ -3,9 +3,13 @@
 import json
 import os
 
+import jax
+import numpy as np
 import pytest
 
 from lmscale.cli import main
+from lmscale.convert.pretrained import load_pretrained
+from lmscale.train.checkpoint import Checkpointer
 from lmscale.data.corpus import stdlib_docstrings
 from lmscale.data.tokenizer import TokenizerTrainSpec, train_sentencepiece
 
@@ -48,6 +52,15 @@ def test_pretrain_writes_a_complete_run_directory(config, corpus, tmp_path, caps
     assert (workdir / "tokenizer" / "spm.model").exists()
     out = capsys.readouterr().out
     assert "held-out loss" in out and "---" in out  # a sample or fill-mask line
+
+    # A parameters-only export holds exactly the final parameters, and loads for fine-tuning.
+    export = tmp_path / "export"
+    assert main(["export", "--workdir", str(workdir), "--out", str(export)]) == 0
+    exported = load_pretrained(str(export))
+    final = Checkpointer(str(workdir / "checkpoints")).restore_params()
+    for a, b in zip(jax.tree.leaves(final), jax.tree.leaves(exported.params)):
+        np.testing.assert_array_equal(a, b)
+    assert exported.config.d_model == 32 and exported.tokenizer.vocab_size == 512
 
 
 def test_bad_input_exits_2_with_a_clear_message(corpus, tmp_path, capsys):
