@@ -42,3 +42,11 @@ def write_tiny_hf_bert(out_dir: str, seed: int = 0, vocab_extra: int = 0) -> str
 @pytest.fixture(scope="session")
 def tiny_hf_bert(tmp_path_factory) -> str:
     return write_tiny_hf_bert(str(tmp_path_factory.mktemp("tiny_hf_bert")))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> str:
+    """`<repo>/../shared/data`, or a skip when this checkout has none beside it."""
+    if not os.path.isdir(SHARED_DATA):
+        pytest.skip(f"shared datasets not found at {SHARED_DATA}")
+    return SHARED_DATA
