@@ -99,8 +99,20 @@ class ShardedStep:
 
     def global_batch(self, local_batch: dict[str, np.ndarray]) -> Batch:
         """Host-local rows (this process's share) -> one global array per key."""
-        return {k: jax.make_array_from_process_local_data(batch_sharding(self.mesh, v.ndim), v)
+        return {k: jax.make_array_from_process_local_data(batch_sharding(self.mesh, np.ndim(v)),
+                                                          as_device_dtype(v))
                 for k, v in local_batch.items()}
+
+
+def as_device_dtype(x) -> np.ndarray:
+    """64-bit host arrays (TFDS returns scalar features as Python ints) as the 32-bit types
+    JAX uses, converted here rather than silently truncated with a warning."""
+    x = np.asarray(x)
+    if x.dtype == np.int64:
+        return x.astype(np.int32)
+    if x.dtype == np.float64:
+        return x.astype(np.float32)
+    return x
 
 
 def state_shardings(objective, optimizer, example_batch: Batch,
@@ -129,7 +141,7 @@ def build_sharded_step(objective, optimizer, schedule, mesh: Mesh, example_batch
     batch_shardings = {k: batch_sharding(mesh, np.ndim(v)) for k, v in example_batch.items()}
     metric_sharding = replicated(mesh)
 
-    shapes = {k: (np.shape(v), np.asarray(v).dtype) for k, v in example_batch.items()}
+    shapes = {k: (np.shape(v), as_device_dtype(v).dtype) for k, v in example_batch.items()}
 
     def init_state(rng):
         zeros = {k: jnp.zeros(shape, dtype) for k, (shape, dtype) in shapes.items()}
