@@ -9,10 +9,10 @@ and transformers' `GPT2TokenizerFast`), not a re-implementation: "Hello world" -
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 
+from lmscale.data.hf_tokenizer import HuggingFaceTokenizer
 from lmscale.data.tokenizer import EOT
 from lmscale.errors import InputError
 
@@ -24,7 +24,7 @@ def is_gpt2_bpe_dir(directory: str) -> bool:
     return all(os.path.isfile(os.path.join(directory, f)) for f in (VOCAB_FILE, MERGES_FILE))
 
 
-class GPT2BPETokenizer:
+class GPT2BPETokenizer(HuggingFaceTokenizer):
     """GPT-2's tokenizer behind the lmscale `Tokenizer` protocol.
 
     GPT-2 has one special token, <|endoftext|>, which separates documents; it has no
@@ -48,30 +48,14 @@ class GPT2BPETokenizer:
         if tokenizer.token_to_id(EOT) is None:
             raise InputError(f"{vocab_file!r} lacks {EOT}; is it a GPT-2 vocabulary?")
         tokenizer.add_special_tokens([EOT])
-        self._tok = tokenizer
+        super().__init__(tokenizer)
         self.directory = os.path.dirname(os.path.abspath(vocab_file))
-        self.vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
         self.pad_id = self.cls_id = self.sep_id = self.mask_id = None
         self.eot_id = tokenizer.token_to_id(EOT)
-        self._word_start = [(tokenizer.id_to_token(i) or "").startswith(_WORD_START)
-                            for i in range(self.vocab_size)]
 
     @classmethod
     def from_dir(cls, directory: str) -> GPT2BPETokenizer:
         return cls(os.path.join(directory, VOCAB_FILE), os.path.join(directory, MERGES_FILE))
 
-    def encode(self, text: str) -> list[int]:
-        return self._tok.encode(text, add_special_tokens=False).ids
-
-    def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
-        encoding = self._tok.encode(text, add_special_tokens=False)
-        return encoding.ids, [tuple(o) for o in encoding.offsets]
-
-    def decode(self, ids: Sequence[int]) -> str:
-        return self._tok.decode([int(i) for i in ids], skip_special_tokens=False)
-
-    def id_to_piece(self, token_id: int) -> str:
-        return self._tok.id_to_token(int(token_id))
-
-    def starts_word(self, token_id: int) -> bool:
-        return self._word_start[int(token_id)]
+    def _starts_word(self, piece: str) -> bool:
+        return piece.startswith(_WORD_START)

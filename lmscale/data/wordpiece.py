@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
 
 from tokenizers import (
     Tokenizer,
@@ -22,34 +21,30 @@ from tokenizers import (
     processors,
 )
 
+from lmscale.data.hf_tokenizer import HuggingFaceTokenizer
 from lmscale.data.tokenizer import CLS, MASK, PAD, SEP, UNK
 from lmscale.errors import InputError
 
 _CONTINUATION = "##"
 
 
-class WordPieceTokenizer:
+class WordPieceTokenizer(HuggingFaceTokenizer):
     """A BERT WordPiece tokenizer behind the lmscale `Tokenizer` protocol.
 
     `encode` adds no special tokens: example builders place [CLS]/[SEP] themselves.
     """
 
     def __init__(self, tokenizer: Tokenizer):
-        self._tok = tokenizer
         # A tokenizer.json may carry the exporter's truncation/padding (all-MiniLM-L6-v2
         # truncates and pads to 128); example builders window and pad on their own.
-        self._tok.no_truncation()
-        self._tok.no_padding()
-        self.vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
+        tokenizer.no_truncation()
+        tokenizer.no_padding()
+        super().__init__(tokenizer)
         self.pad_id = tokenizer.token_to_id(PAD)
         self.cls_id = tokenizer.token_to_id(CLS)
         self.sep_id = tokenizer.token_to_id(SEP)
         self.mask_id = tokenizer.token_to_id(MASK)
         self.eot_id: int | None = None  # BERT has no end-of-text token
-        self._word_start = [
-            not (tokenizer.id_to_token(i) or "").startswith(_CONTINUATION)
-            for i in range(self.vocab_size)
-        ]
 
     @classmethod
     def from_checkpoint_dir(cls, model_dir: str) -> WordPieceTokenizer:
@@ -98,22 +93,8 @@ class WordPieceTokenizer:
         tokenizer.decoder = decoders.WordPiece(prefix=_CONTINUATION)
         return cls(tokenizer)
 
-    def encode(self, text: str) -> list[int]:
-        return self._tok.encode(text, add_special_tokens=False).ids
-
-    def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
-        # `tokenizers` reports offsets in characters of the original (un-normalised) text.
-        encoding = self._tok.encode(text, add_special_tokens=False)
-        return encoding.ids, [tuple(o) for o in encoding.offsets]
-
-    def decode(self, ids: Sequence[int]) -> str:
-        return self._tok.decode([int(i) for i in ids], skip_special_tokens=False)
-
-    def id_to_piece(self, token_id: int) -> str:
-        return self._tok.id_to_token(int(token_id))
-
-    def starts_word(self, token_id: int) -> bool:
-        return self._word_start[int(token_id)]
+    def _starts_word(self, piece: str) -> bool:
+        return not piece.startswith(_CONTINUATION)
 
 
 def _case_options(model_dir: str) -> dict:

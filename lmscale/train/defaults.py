@@ -72,6 +72,43 @@ def pretrain_config(model_preset: str, **model_overrides) -> ml_collections.Conf
     return c
 
 
+def gpt2_paper_recipe(model_preset: str) -> ml_collections.ConfigDict:
+    """GPT-2 at the paper's context 1,024 and batch 512 sequences, with nanoGPT's schedule
+    for its reproduction (AdamW, 2,000 warmup steps, cosine to 10% over 600k steps), bf16
+    compute and FSDP over every device."""
+    c = pretrain_config(model_preset, compute_dtype="bfloat16", remat_policy="dots_no_batch")
+    # OpenWebText is not in the TFDS catalog; C4 is the nearest web corpus there.
+    c.data.sources = ["tfds:c4/en:train"]
+    # A GPT-2 BPE directory (vocab.json + merges.txt) keeps GPT-2's 50,257-token vocabulary.
+    c.data.tokenizer = ""
+    c.data.seq_len = 1024
+    c.train.steps = 600_000
+    c.train.batch_size = 512
+    c.train.eval_every = 1000
+    c.train.checkpoint_every = 1000
+    c.mesh.data = 1
+    c.mesh.fsdp = -1
+    return c
+
+
+def bert_paper_recipe(model_preset: str) -> ml_collections.ConfigDict:
+    """BERT pretraining as in the BERT paper, section A.2: batch 256 sequences, 1M steps,
+    90% of them at length 128 and the rest at 512; Adam lr 1e-4 with 10k warmup and linear
+    decay, weight decay 0.01, dropout 0.1; bf16 compute and FSDP over every device."""
+    c = pretrain_config(model_preset, compute_dtype="bfloat16", remat_policy="dots_no_batch")
+    # BooksCorpus is not in the TFDS catalog; add it as local files if you have it.
+    c.data.sources = ["tfds:wikipedia/20230601.en:train"]
+    c.data.dupe_factor = 10
+    c.data.phases = [(0.9, 128, 20), (1.0, 512, 80)]
+    c.train.steps = 1_000_000
+    c.train.batch_size = 256
+    c.train.eval_every = 10_000
+    c.train.checkpoint_every = 10_000
+    c.mesh.data = 1
+    c.mesh.fsdp = -1
+    return c
+
+
 def _add_parallel_sections(c: ml_collections.ConfigDict) -> None:
     c.mesh = ml_collections.ConfigDict()
     c.mesh.data = -1
