@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
 
 from lmscale.data.corpus import (
     BUILTIN_STDLIB, file_documents, read_documents, split_held_out, stdlib_docstrings,
@@ -67,3 +68,28 @@ def test_step_batches_are_reproducible_sharded_and_reshuffled_each_epoch():
     for s in range(6):
         both = np.concatenate([halves[0][s]["x"], halves[1][s]["x"]])
         assert sorted(both) == sorted(batches[s]["x"])
+
+
+class TinyTextCorpus(tfds.core.GeneratorBasedBuilder):
+    """A catalog-style TFDS text dataset, prepared locally (nothing is downloaded)."""
+
+    VERSION = tfds.core.Version("1.0.0")
+
+    def _info(self):
+        return tfds.core.DatasetInfo(
+            builder=self, features=tfds.features.FeaturesDict({"text": tfds.features.Text()}))
+
+    def _split_generators(self, dl_manager):
+        return {"train": self._generate_examples(["First document. Two sentences.", "Second."])}
+
+    def _generate_examples(self, docs):
+        for i, doc in enumerate(docs):
+            yield i, {"text": doc}
+
+
+def test_tfds_sources_read_prepared_datasets_without_downloading(tmp_path):
+    TinyTextCorpus(data_dir=str(tmp_path), file_format="array_record").download_and_prepare()
+    assert read_documents(["tfds:tiny_text_corpus:train"], tfds_data_dir=str(tmp_path)) == [
+        "First document. Two sentences.", "Second."]
+    with pytest.raises(InputError, match="cannot open 'tfds:tiny_text_corpus:test'"):
+        read_documents(["tfds:tiny_text_corpus:test"], tfds_data_dir=str(tmp_path))
