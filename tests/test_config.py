@@ -29,7 +29,8 @@ def test_overrides_parse_to_the_field_type():
                              "data.sources=['a.txt', 'b.txt']", "data.tokenizer=tok/spm.model",
                              "data.whole_word_mask=true"])
     assert config.train.steps == 7
-    assert config.optimizer.learning_rate == 1.0 and isinstance(config.optimizer.learning_rate, float)
+    assert config.optimizer.learning_rate == 1.0
+    assert isinstance(config.optimizer.learning_rate, float)
     assert config.data.sources == ["a.txt", "b.txt"]
     assert config.data.tokenizer == "tok/spm.model"
     assert config.data.whole_word_mask is True
@@ -37,7 +38,8 @@ def test_overrides_parse_to_the_field_type():
 
 def test_unknown_keys_name_the_nearest_valid_one():
     config = load("gpt2_tiny.py")
-    with pytest.raises(ConfigError, match=r"unknown config key 'train.step'; did you mean 'train.steps'\?"):
+    expected = r"unknown config key 'train.step'; did you mean 'train.steps'\?"
+    with pytest.raises(ConfigError, match=expected):
         apply_overrides(config, ["train.step=3"])
     with pytest.raises(ConfigError, match="expects int"):
         apply_overrides(config, ["train.steps=many"])
