@@ -16,13 +16,22 @@ def gpt_samples(model, params, tokenizer: Tokenizer, prompts: list[str], num_tok
     from lmscale.parallel.mesh import make_mesh
     from lmscale.tasks.generate import Generator
 
-    num_tokens = min(num_tokens, model.config.max_len - 1)
-    keep = model.config.max_len - num_tokens
-    tails = [tokenizer.decode(tokenizer.encode(p)[-keep:]) for p in prompts]
+    # At least half the context stays for the prompt, which is cut from the left.
+    num_tokens = min(num_tokens, model.config.max_len // 2)
+    tails = [_prompt_tail(tokenizer, p, model.config.max_len - num_tokens) for p in prompts]
     generator = Generator(model, params["params"], tokenizer,
                           make_mesh({"data": 1}, jax.devices()[:1]))
     outputs = generator.generate(tails, num_tokens, Sampling(temperature, seed=seed))
     return [tail + out.text for tail, out in zip(tails, outputs)]
+
+
+def _prompt_tail(tokenizer: Tokenizer, prompt: str, max_tokens: int) -> str:
+    """The longest end of `prompt` that still encodes to at most `max_tokens` tokens
+    (decoding a cut and encoding it again can yield more tokens than the cut had)."""
+    ids = tokenizer.encode(prompt)[-max_tokens:]
+    while ids and len(tokenizer.encode(tokenizer.decode(ids))) > max_tokens:
+        ids = ids[1:]
+    return tokenizer.decode(ids)
 
 
 def bert_fill_mask(model, params, tokenizer: Tokenizer, examples: dict[str, np.ndarray],
