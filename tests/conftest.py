@@ -50,3 +50,23 @@ def shared_data() -> str:
     if not os.path.isdir(SHARED_DATA):
         pytest.skip(f"shared datasets not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def docstring_corpus(tmp_path_factory) -> str:
+    """Real prose (120 standard-library modules' docstrings), small enough for quick runs."""
+    from lmscale.data.corpus import stdlib_docstrings
+
+    path = tmp_path_factory.mktemp("corpus") / "docs.txt"
+    path.write_text("\n\n".join(stdlib_docstrings()[:120]), encoding="utf-8")
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def docstring_tokenizer(docstring_corpus, tmp_path_factory) -> str:
+    """A 512-piece SentencePiece model of `docstring_corpus`, for runs that share one."""
+    from lmscale.data.tokenizer import TokenizerTrainSpec, train_sentencepiece
+
+    prefix = tmp_path_factory.mktemp("tokenizer") / "spm"
+    return train_sentencepiece(TokenizerTrainSpec(inputs=(docstring_corpus,), vocab_size=512),
+                               str(prefix))

@@ -10,7 +10,6 @@ import pytest
 from lmscale.cli import main
 from lmscale.convert.pretrained import load_pretrained
 from lmscale.train.checkpoint import Checkpointer
-from lmscale.data.corpus import stdlib_docstrings
 from lmscale.data.tokenizer import TokenizerTrainSpec, train_sentencepiece
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs")
@@ -23,11 +22,8 @@ TINY = ["--config.model.d_model=32", "--config.model.num_heads=2", "--config.mod
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> str:
-    """Real prose (standard-library docstrings), small enough for a quick tokenizer."""
-    path = tmp_path_factory.mktemp("corpus") / "docs.txt"
-    path.write_text("\n\n".join(stdlib_docstrings()[:80]), encoding="utf-8")
-    return str(path)
+def corpus(docstring_corpus) -> str:
+    return docstring_corpus
 
 
 def pretrain(config: str, workdir, *extra) -> int:

@@ -11,8 +11,6 @@ import time
 
 import pytest
 
-from lmscale.data.corpus import stdlib_docstrings
-from lmscale.data.tokenizer import TokenizerTrainSpec, train_sentencepiece
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STEPS = 20
@@ -38,13 +36,8 @@ def losses(workdir) -> dict[int, float]:
 
 
 @pytest.fixture(scope="module")
-def inputs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("multihost")
-    corpus = root / "docs.txt"
-    corpus.write_text("\n\n".join(stdlib_docstrings()[:120]), encoding="utf-8")
-    tok = train_sentencepiece(TokenizerTrainSpec(inputs=(str(corpus),), vocab_size=512),
-                              str(root / "spm"))
-    return {"corpus": str(corpus), "tokenizer": tok}
+def inputs(docstring_corpus, docstring_tokenizer):
+    return {"corpus": docstring_corpus, "tokenizer": docstring_tokenizer}
 
 
 def launch(workdir, inputs) -> subprocess.Popen:

@@ -14,7 +14,6 @@ import pytest
 
 from lmscale.cli import main
 from lmscale.config import apply_overrides, load_config_file
-from lmscale.data.corpus import stdlib_docstrings
 from lmscale.models import ModelConfig
 from lmscale.parallel.mesh import make_mesh
 from lmscale.train.bench import synthetic_batch
@@ -40,15 +39,12 @@ def overrides(corpus: str, steps: int, mesh=(2, 2, 2), d_model: int = 32) -> lis
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def run(docstring_corpus, tmp_path_factory):
     """A 4-step run on a (2, 2, 2) mesh with checkpoints at steps 2 and 4."""
-    root = tmp_path_factory.mktemp("ckpt")
-    corpus = root / "docs.txt"
-    corpus.write_text("\n\n".join(stdlib_docstrings()[:80]), encoding="utf-8")
-    workdir = root / "run"
+    workdir = tmp_path_factory.mktemp("ckpt") / "run"
     assert main(["pretrain", "--config", CONFIG, "--workdir", str(workdir),
-                 *overrides(str(corpus), 4)]) == 0
-    return {"corpus": str(corpus), "workdir": workdir}
+                 *overrides(docstring_corpus, 4)]) == 0
+    return {"corpus": docstring_corpus, "workdir": workdir}
 
 
 def pieces(run, mesh_shape, devices, d_model=32):

@@ -10,22 +10,16 @@ import time
 
 import pytest
 
-from lmscale.data.corpus import stdlib_docstrings
-from lmscale.data.tokenizer import TokenizerTrainSpec, train_sentencepiece
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STEPS = 30
 
 
 @pytest.fixture(scope="module")
-def shared_inputs(tmp_path_factory):
+def shared_inputs(docstring_corpus, docstring_tokenizer, tmp_path_factory):
     """A corpus, a tokenizer and a prepared-data folder shared by the runs of a family."""
-    root = tmp_path_factory.mktemp("resume")
-    corpus = root / "docs.txt"
-    corpus.write_text("\n\n".join(stdlib_docstrings()[:120]), encoding="utf-8")
-    tok = train_sentencepiece(TokenizerTrainSpec(inputs=(str(corpus),), vocab_size=512),
-                              str(root / "spm"))
-    return {"corpus": str(corpus), "tokenizer": tok, "prepared": str(root / "prepared")}
+    return {"corpus": docstring_corpus, "tokenizer": docstring_tokenizer,
+            "prepared": str(tmp_path_factory.mktemp("resume") / "prepared")}
 
 
 def command(config: str, workdir, inputs) -> list[str]:
