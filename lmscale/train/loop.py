@@ -14,7 +14,9 @@ from typing import Any
 from collections.abc import Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm import tqdm
 
 from lmscale.data.loader import StepBatches
@@ -62,8 +64,30 @@ class Preemption:
         signal.signal(signal.SIGTERM, self._previous)
 
     def _handle(self, signum, frame) -> None:
-        log.warning("SIGTERM received: finishing the current step, then saving")
+        log.warning("SIGTERM received: stopping at the next step every process agrees on, "
+                    "then saving")
         self.requested = True
+
+
+def make_stop_vote(mesh: Mesh) -> Callable[[bool], jax.Array]:
+    """This process's stop request -> a replicated "any process asked to stop" flag.
+
+    SIGTERM reaches the processes of a multi-host job at slightly different moments; if
+    each stopped on its own flag, one would wait forever in the next step's collectives
+    while another saved. The vote is dispatched after each step like the step itself and
+    read with its metrics, so every process sees the same answer for the same step at no
+    extra host stall.
+    """
+    flat = Mesh(mesh.devices.reshape(-1), ("processes",))
+    per_device = NamedSharding(flat, PartitionSpec("processes"))
+    any_true = jax.jit(jnp.any, out_shardings=NamedSharding(flat, PartitionSpec()))
+    local_devices = len(flat.local_devices)
+
+    def vote(requested: bool) -> jax.Array:
+        flags = np.full((local_devices,), requested)
+        return any_true(jax.make_array_from_process_local_data(per_device, flags))
+
+    return vote
 
 
 def evaluate(sharded: ShardedStep, params, batches: StepBatches, num_batches: int,
@@ -90,17 +114,21 @@ def run_loop(sharded: ShardedStep, state: TrainState, train_batches: StepBatches
     """Train until `loop.steps`; returns (state, why it stopped: "done" or "preempted").
 
     Metrics of step s are fetched after step s+1 is dispatched, so the host never stalls
-    the device waiting for a scalar.
+    the device waiting for a scalar. A stop request seen while dispatching step s is agreed
+    on by all processes with those metrics, and they all stop after step s+1.
     """
     start = int(state.step)
-    pending: tuple[int, dict] | None = None
+    pending: tuple[int, dict, jax.Array] | None = None
     window_start, window_steps = time.perf_counter(), 0
     bar = tqdm(total=loop.steps, initial=start, disable=not is_main, dynamic_ncols=True,
                desc="train")
 
-    def report(step: int, metrics: dict) -> None:
+    stop_vote = make_stop_vote(sharded.mesh)
+
+    def report(step: int, metrics: dict, stop: jax.Array) -> bool:
+        """Check and log step `step`'s metrics; returns whether any process asked to stop."""
         nonlocal window_start, window_steps
-        values = jax.device_get(metrics)
+        values, stop = jax.device_get((metrics, stop))
         if not bool(values.pop("finite")):
             loss = float(values["loss"])
             if save_checkpoint is not None:
@@ -110,7 +138,7 @@ def run_loop(sharded: ShardedStep, state: TrainState, train_batches: StepBatches
                 f"good state (step {int(state.step)}) was kept (lower "
                 "optimizer.learning_rate or check the data)")
         if (step + 1) % loop.log_every and step + 1 != loop.steps:
-            return
+            return bool(stop)
         elapsed = time.perf_counter() - window_start
         tokens_per_sec = throughput.tokens_per_step * window_steps / max(elapsed, 1e-9)
         flops = throughput.flops_per_step * window_steps / max(elapsed, 1e-9)
@@ -120,26 +148,28 @@ def run_loop(sharded: ShardedStep, state: TrainState, train_batches: StepBatches
         writer.write(step + 1, values)
         bar.set_postfix(loss=f"{values['loss']:.3f}", tok_s=f"{tokens_per_sec:,.0f}")
         window_start, window_steps = time.perf_counter(), 0
+        return bool(stop)
 
-    stopped = "done"
+    stopped, stop_agreed = "done", False
     for step in range(start, loop.steps):
         batch = sharded.global_batch(train_batches[step])
         state, metrics = sharded.train(state, batch)
+        vote = stop_vote(preemption is not None and preemption.requested)
         window_steps += 1
         if pending is not None:
-            report(*pending)
-        pending = (step, metrics)
+            stop_agreed |= report(*pending)
+        pending = (step, metrics, vote)
         bar.update(1)
         done = step + 1
         if eval_batches is not None and loop.eval_every and done % loop.eval_every == 0:
-            report(*pending)
+            stop_agreed |= report(*pending)
             pending = None
             writer.write(done, evaluate(sharded, state.params, eval_batches,
                                         loop.eval_batches, loss_terms))
         checkpoint_due = loop.checkpoint_every and done % loop.checkpoint_every == 0
         if save_checkpoint is not None and checkpoint_due:
             save_checkpoint(state, False)
-        if preemption is not None and preemption.requested:
+        if stop_agreed:
             stopped = "preempted"
             break
     if pending is not None:

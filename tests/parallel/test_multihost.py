@@ -1,6 +1,9 @@
 """A real multi-process run on localhost: 2 processes x 4 fake CPU devices joined by
 `jax.distributed` train, checkpoint, are stopped by SIGTERM and resume; their losses match
-one process with 8 devices."""
+one process with 8 devices.
+
+SIGTERM goes to one process only: the processes must agree on where to stop, or the one
+still training waits forever in a collective for the one that stopped to save."""
 
 import json
 import os
@@ -48,17 +51,39 @@ def launch(workdir, inputs) -> subprocess.Popen:
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+def children(launcher: subprocess.Popen) -> dict[int, int]:
+    """{process_id: pid} of the launcher's children (Linux /proc)."""
+    found = {}
+    for pid in open(f"/proc/{launcher.pid}/task/{launcher.pid}/children").read().split():
+        cmdline = open(f"/proc/{pid}/cmdline").read().split("\0")
+        flag = "--config.distributed.process_id="
+        found.update({int(a[len(flag):]): int(pid) for a in cmdline if a.startswith(flag)})
+    return found
+
+
+def finish(launcher: subprocess.Popen, timeout: float = 300) -> str:
+    """The launcher's output once it exits; a hang kills every process and fails the test."""
+    try:
+        return launcher.communicate(timeout=timeout)[0]
+    except subprocess.TimeoutExpired:
+        for pid in children(launcher).values():
+            os.kill(pid, signal.SIGKILL)
+        launcher.kill()
+        output = launcher.communicate()[0]
+        pytest.fail(f"the processes did not exit within {timeout} s:\n{output[-4000:]}")
+
+
 def test_two_processes_train_stop_resume_and_match_one_process(inputs, tmp_path):
     workdir = tmp_path / "two"
     proc = launch(workdir, inputs)
     metrics = workdir / "metrics.jsonl"
-    deadline = time.time() + 600
+    deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
         if metrics.exists() and len(metrics.read_text().splitlines()) >= 4:
-            proc.send_signal(signal.SIGTERM)  # the launcher forwards it to both processes
+            os.kill(children(proc)[1], signal.SIGTERM)
             break
         time.sleep(0.1)
-    output, _ = proc.communicate(timeout=600)
+    output = finish(proc)
     assert proc.returncode == 0, output[-4000:]
     assert "process 0 of 2 reads rows 0::2" in output and "process 1 of 2 reads rows 1::2" in output
     stopped_at = max(losses(workdir))
@@ -66,7 +91,7 @@ def test_two_processes_train_stop_resume_and_match_one_process(inputs, tmp_path)
     assert str(stopped_at) in os.listdir(workdir / "checkpoints")
 
     proc = launch(workdir, inputs)
-    output, _ = proc.communicate(timeout=600)
+    output = finish(proc)
     assert proc.returncode == 0, output[-4000:]
     assert f"resuming from step {stopped_at}" in output
     two = losses(workdir)
