@@ -47,6 +47,7 @@ class StepBatches:
             )
         self.num_examples = len(source)
         self.global_batch_size = global_batch_size
+        self._process_index, self._process_count = process_index, process_count
         dataset = grain.MapDataset.source(source)
         if shuffle:
             dataset = dataset.shuffle(seed=seed)
@@ -55,6 +56,14 @@ class StepBatches:
 
     def __getitem__(self, step: int) -> dict[str, np.ndarray]:
         return self._batches[step]
+
+    def first_pass_weights(self, step: int) -> np.ndarray:
+        """[local rows] 1.0 for this process's rows of batch `step` that lie in the first
+        pass over the examples, 0.0 for those that wrap around into the next one: one pass
+        of evaluation then counts every example exactly once."""
+        local = self.global_batch_size // self._process_count
+        order = (step * local + np.arange(local)) * self._process_count + self._process_index
+        return (order < self.num_examples).astype(np.float32)
 
     def epochs(self, steps: int) -> float:
         return steps * self.global_batch_size / self.num_examples

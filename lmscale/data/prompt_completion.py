@@ -63,12 +63,17 @@ def encode_pair(tokenizer: Tokenizer, prompt: str, completion: str,
 
 
 def padded_examples(pairs: Sequence[tuple[str, str]], tokenizer: Tokenizer,
-                    seq_len: int) -> dict[str, np.ndarray]:
-    """One example per row: input_ids, targets, loss_mask [n, seq_len], right-padded."""
+                    seq_len: int, segments: bool = False) -> dict[str, np.ndarray]:
+    """One example per row: input_ids, targets, loss_mask [n, seq_len], right-padded.
+    `segments` adds the `positions` and `segment_ids` that packed rows carry (one segment
+    per row), so padded and packed batches go through the same compiled step."""
     n = len(pairs)
     arrays = {"input_ids": np.zeros((n, seq_len), np.int32),
               "targets": np.zeros((n, seq_len), np.int32),
               "loss_mask": np.zeros((n, seq_len), np.float32)}
+    if segments:
+        arrays["positions"] = np.broadcast_to(np.arange(seq_len, dtype=np.int32), (n, seq_len))
+        arrays["segment_ids"] = np.zeros((n, seq_len), np.int32)
     for row, (prompt, completion) in enumerate(pairs):
         tokens, num_prompt = encode_pair(tokenizer, prompt, completion, seq_len + 1)
         length = len(tokens) - 1
@@ -76,23 +81,41 @@ def padded_examples(pairs: Sequence[tuple[str, str]], tokenizer: Tokenizer,
         arrays["targets"][row, :length] = tokens[1:]
         # Target j is token j + 1: a completion token when j + 1 >= num_prompt.
         arrays["loss_mask"][row, :length] = np.arange(1, length + 1) >= num_prompt
+        if segments:
+            arrays["segment_ids"][row, :length] = 1
     return arrays
 
 
 def packed_examples(pairs: Sequence[tuple[str, str]], tokenizer: Tokenizer,
                     seq_len: int) -> dict[str, np.ndarray]:
-    """Examples concatenated into one stream and cut into rows of `seq_len` (less padding,
-    as in GPT pretraining; an example may attend to the one before it in its row)."""
-    stream, completion = [], []
-    for prompt, answer in pairs:
-        tokens, num_prompt = encode_pair(tokenizer, prompt, answer, seq_len + 1)
-        stream += tokens
-        completion += [i >= num_prompt for i in range(len(tokens))]
-    rows = -(-(len(stream) - 1) // seq_len)
-    stream_arr = np.zeros(rows * seq_len + 1, np.int32)
-    stream_arr[: len(stream)] = stream
-    is_target = np.zeros(rows * seq_len + 1, np.float32)
-    is_target[: len(completion)] = completion
-    starts = np.arange(rows)[:, None] * seq_len + np.arange(seq_len)[None, :]
-    return {"input_ids": stream_arr[starts], "targets": stream_arr[starts + 1],
-            "loss_mask": is_target[starts + 1]}
+    """Whole examples placed one after another into rows of `seq_len` (next-fit, in file
+    order; a row is closed when the next example does not fit), with less padding than one
+    example per row. `segment_ids` (1, 2, ... within a row, 0 for padding) keep attention
+    inside each example and `positions` restart at 0 for each, so a packed example is
+    computed exactly as it would be alone in a padded row."""
+    rows: list[list[tuple[list[int], int]]] = [[]]
+    used = 0
+    for prompt, completion in pairs:
+        tokens, num_prompt = encode_pair(tokenizer, prompt, completion, seq_len + 1)
+        length = len(tokens) - 1
+        if used + length > seq_len:
+            rows.append([])
+            used = 0
+        rows[-1].append((tokens, num_prompt))
+        used += length
+    shape = (len(rows), seq_len)
+    arrays = {"input_ids": np.zeros(shape, np.int32), "targets": np.zeros(shape, np.int32),
+              "loss_mask": np.zeros(shape, np.float32), "positions": np.zeros(shape, np.int32),
+              "segment_ids": np.zeros(shape, np.int32)}
+    for row, examples in enumerate(rows):
+        start = 0
+        for segment, (tokens, num_prompt) in enumerate(examples, 1):
+            length = len(tokens) - 1
+            span = slice(start, start + length)
+            arrays["input_ids"][row, span] = tokens[:-1]
+            arrays["targets"][row, span] = tokens[1:]
+            arrays["loss_mask"][row, span] = np.arange(1, length + 1) >= num_prompt
+            arrays["positions"][row, span] = np.arange(length)
+            arrays["segment_ids"][row, span] = segment
+            start += length
+    return arrays

@@ -32,12 +32,15 @@ class GPT(nn.Module):
     @nn.compact
     def __call__(self, input_ids: jax.Array, positions: jax.Array | None = None,
                  attention_mask: jax.Array | None = None,
+                 segment_ids: jax.Array | None = None,
                  deterministic: bool = True, decode: bool = False) -> jax.Array:
         """input_ids [batch, length] -> logits [batch, length, vocab] (float32).
 
         `attention_mask` [batch, length] marks real tokens (left-padded batches); causal
         masking is always applied on top. `positions` [batch or 1, length] are per-row
-        position ids (left-padded rows start later).
+        position ids (left-padded rows start later; packed examples restart at 0).
+        `segment_ids` [batch, length] number the examples packed into a row: a token
+        attends only within its own segment.
 
         `decode=True` reads and extends the `cache` collection (apply with
         `mutable=["cache"]`); see `SelfAttention`. Initialising with `decode=True` on
@@ -54,6 +57,11 @@ class GPT(nn.Module):
         x = nn.Dropout(cfg.dropout, deterministic=deterministic)(x)
         x = constrain(x, ("batch", "length", "act_embed"))
         mask = None if attention_mask is None else attention_mask[:, None, None, :].astype(bool)
+        if segment_ids is not None:
+            if decode:
+                raise ValueError("segment_ids (packed rows) are for training, not decoding")
+            same = segment_ids[:, None, :, None] == segment_ids[:, None, None, :]
+            mask = same if mask is None else mask & same
         x, _ = stack_layers(GPTBlock, cfg, "blocks", deterministic=deterministic,
                             decode=decode)(x, mask)
         x = LayerNorm(cfg.layer_norm_eps, cfg.dtype, name="ln_f")(x)

@@ -41,7 +41,7 @@ def lm_task_config() -> ml_collections.ConfigDict:
     t.train_data = ""  # JSONL of {"prompt", "completion"}
     t.eval_data = ""
     t.seq_len = 128
-    t.packing = False  # False: one example per row, right-padded
+    t.packing = False  # True: whole examples share rows, attending only within themselves
     t.max_train_examples = 0  # 0 = all
     t.max_eval_examples = 0
     t.warmup_fraction = 0.1
@@ -74,7 +74,7 @@ def run_lm_finetune(config: ml_collections.ConfigDict, workdir: str) -> dict:
     train = build(read_prompt_completion(task.train_data, task.max_train_examples),
                   decoder.tokenizer, task.seq_len)
     held_out = padded_examples(read_prompt_completion(task.eval_data, task.max_eval_examples),
-                               decoder.tokenizer, task.seq_len)
+                               decoder.tokenizer, task.seq_len, segments=task.packing)
     log.info("prompt/completion: %d training rows (%s), %d held-out examples, %d/%d "
              "training target tokens are completion tokens", len(train["input_ids"]),
              "packed" if task.packing else "padded", len(held_out["input_ids"]),

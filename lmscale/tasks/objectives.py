@@ -10,6 +10,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from lmscale.train.objectives import example_weights
+
 Batch = dict[str, jax.Array]
 ENCODER_INPUTS = ("input_ids", "token_type_ids", "attention_mask")
 
@@ -21,10 +23,6 @@ def encoder_inputs(batch: Batch) -> tuple[jax.Array, ...]:
 def _apply(model: nn.Module, params, batch: Batch, dropout_rng: jax.Array | None):
     return model.apply(params, *encoder_inputs(batch), deterministic=dropout_rng is None,
                        rngs=None if dropout_rng is None else {"dropout": dropout_rng})
-
-
-def _examples(batch: Batch) -> jax.Array:
-    return jnp.asarray(batch["input_ids"].shape[0], jnp.float32)
 
 
 @dataclass(frozen=True)
@@ -45,10 +43,11 @@ class SpanObjective:
                 + optax.softmax_cross_entropy_with_integer_labels(end_logits, end)) / 2
         exact = ((jnp.argmax(start_logits, -1) == start)
                  & (jnp.argmax(end_logits, -1) == end)).astype(jnp.float32)
-        return {"span_loss": jnp.sum(loss), "span_accuracy": jnp.sum(exact)}
+        w = example_weights(batch)
+        return {"span_loss": jnp.sum(loss * w), "span_accuracy": jnp.sum(exact * w)}
 
     def term_counts(self, batch: Batch) -> dict:
-        n = _examples(batch)
+        n = jnp.sum(example_weights(batch))
         return {"span_loss": n, "span_accuracy": n}
 
 
@@ -67,8 +66,9 @@ class ClassificationObjective:
         labels = batch["labels"]
         loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
         correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
-        return {"label_loss": jnp.sum(loss), "accuracy": jnp.sum(correct)}
+        w = example_weights(batch)
+        return {"label_loss": jnp.sum(loss * w), "accuracy": jnp.sum(correct * w)}
 
     def term_counts(self, batch: Batch) -> dict:
-        n = _examples(batch)
+        n = jnp.sum(example_weights(batch))
         return {"label_loss": n, "accuracy": n}

@@ -92,12 +92,14 @@ def make_stop_vote(mesh: Mesh) -> Callable[[bool], jax.Array]:
 
 def evaluate(sharded: ShardedStep, params, batches: StepBatches, num_batches: int,
              loss_terms: tuple[str, ...]) -> dict[str, float]:
-    """Average each term over up to `num_batches` batches (one pass at most)."""
+    """Average each term over up to `num_batches` batches (one pass at most; rows that only
+    fill the last batch carry weight 0, so each example counts once)."""
     total_batches = min(num_batches, -(-batches.num_examples // batches.global_batch_size))
     sums: dict[str, float] = {}
     counts: dict[str, float] = {}
     for i in range(total_batches):
-        s, c = sharded.evaluate(params, sharded.global_batch(batches[i]))
+        batch = batches[i] | {"example_weight": batches.first_pass_weights(i)}
+        s, c = sharded.evaluate(params, sharded.global_batch(batch))
         for k in s:
             sums[k] = sums.get(k, 0.0) + float(s[k])
             counts[k] = counts.get(k, 0.0) + float(c[k])

@@ -17,6 +17,14 @@ import optax
 Batch = dict[str, jax.Array]
 
 
+def example_weights(batch: Batch) -> jax.Array:
+    """[batch] float32 weight of each row: `example_weight` when the batch has one (exact
+    evaluation zeroes the rows that only fill its last batch), else ones."""
+    if "example_weight" in batch:
+        return batch["example_weight"].astype(jnp.float32)
+    return jnp.ones(batch["input_ids"].shape[:1], jnp.float32)
+
+
 def _masked_sums(logits: jax.Array, labels: jax.Array, weights: jax.Array):
     """Summed cross-entropy and summed accuracy over positions with weight > 0."""
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
@@ -26,7 +34,8 @@ def _masked_sums(logits: jax.Array, labels: jax.Array, weights: jax.Array):
 
 @dataclass(frozen=True)
 class CausalLMObjective:
-    """GPT next-token prediction; `loss_mask` zeroes padding or prompt positions."""
+    """GPT next-token prediction; `loss_mask` zeroes padding or prompt positions. Packed
+    rows may carry `positions` and `segment_ids` (see `GPT`)."""
 
     model: nn.Module
     loss_terms: tuple[str, ...] = ("lm_loss",)
@@ -35,15 +44,20 @@ class CausalLMObjective:
         return self.model.init(rng, batch["input_ids"])
 
     def term_sums(self, params, batch: Batch, dropout_rng: jax.Array | None) -> dict:
-        logits = self.model.apply(params, batch["input_ids"], deterministic=dropout_rng is None,
+        logits = self.model.apply(params, batch["input_ids"], positions=batch.get("positions"),
+                                  segment_ids=batch.get("segment_ids"),
+                                  deterministic=dropout_rng is None,
                                   rngs=None if dropout_rng is None else {"dropout": dropout_rng})
-        weights = batch["loss_mask"].astype(jnp.float32)
-        loss, correct = _masked_sums(logits, batch["targets"], weights)
+        loss, correct = _masked_sums(logits, batch["targets"], self._weights(batch))
         return {"lm_loss": loss, "lm_accuracy": correct}
 
     def term_counts(self, batch: Batch) -> dict:
-        tokens = jnp.sum(batch["loss_mask"].astype(jnp.float32))
+        tokens = jnp.sum(self._weights(batch))
         return {"lm_loss": tokens, "lm_accuracy": tokens}
+
+    @staticmethod
+    def _weights(batch: Batch) -> jax.Array:
+        return batch["loss_mask"].astype(jnp.float32) * example_weights(batch)[:, None]
 
 
 @dataclass(frozen=True)
@@ -65,14 +79,19 @@ class BertPretrainingObjective:
             params, *self._inputs(batch), deterministic=dropout_rng is None,
             rngs=None if dropout_rng is None else {"dropout": dropout_rng})
         mlm_loss, mlm_correct = _masked_sums(mlm_logits, batch["masked_lm_ids"],
-                                             batch["masked_lm_weights"].astype(jnp.float32))
-        ones = jnp.ones(nsp_logits.shape[:1], jnp.float32)
-        nsp_loss, nsp_correct = _masked_sums(nsp_logits, batch["next_sentence_label"], ones)
+                                             self._mlm_weights(batch))
+        nsp_loss, nsp_correct = _masked_sums(nsp_logits, batch["next_sentence_label"],
+                                             example_weights(batch))
         return {"mlm_loss": mlm_loss, "mlm_accuracy": mlm_correct,
                 "nsp_loss": nsp_loss, "nsp_accuracy": nsp_correct}
 
     def term_counts(self, batch: Batch) -> dict:
-        masked = jnp.sum(batch["masked_lm_weights"].astype(jnp.float32))
-        examples = jnp.asarray(batch["next_sentence_label"].shape[0], jnp.float32)
+        masked = jnp.sum(self._mlm_weights(batch))
+        examples = jnp.sum(example_weights(batch))
         return {"mlm_loss": masked, "mlm_accuracy": masked,
                 "nsp_loss": examples, "nsp_accuracy": examples}
+
+    @staticmethod
+    def _mlm_weights(batch: Batch) -> jax.Array:
+        return (batch["masked_lm_weights"].astype(jnp.float32)
+                * example_weights(batch)[:, None])

@@ -152,8 +152,10 @@ def build_sharded_step(objective, optimizer, schedule, mesh: Mesh, example_batch
     train = jax.jit(make_train_step(objective, optimizer, schedule, grad_accum_steps, dropout_seed),
                     in_shardings=(shardings, batch_shardings),
                     out_shardings=(shardings, metric_sharding), donate_argnums=0)
+    # Evaluation batches also carry `example_weight` (see `loop.evaluate`).
+    eval_batch_shardings = batch_shardings | {"example_weight": batch_sharding(mesh, 1)}
     evaluate = jax.jit(make_eval_step(objective),
-                       in_shardings=(shardings.params, batch_shardings),
+                       in_shardings=(shardings.params, eval_batch_shardings),
                        out_shardings=metric_sharding)
     init = jax.jit(init_state, out_shardings=shardings)
 

@@ -7,9 +7,11 @@ import numpy as np
 import optax
 import pytest
 
+from lmscale.data.loader import ArrayExamples, StepBatches
 from lmscale.models import GPT, BertForPretraining, ModelConfig, preset
 from lmscale.parallel.mesh import logical_to_sharding, make_mesh, mesh_context
 from lmscale.train.bench import synthetic_batch
+from lmscale.train.loop import evaluate
 from lmscale.train.objectives import BertPretrainingObjective, CausalLMObjective
 from lmscale.train.optimizer import OptimizerConfig, make_optimizer, make_schedule
 from lmscale.train.step import build_sharded_step
@@ -127,3 +129,23 @@ def test_non_finite_loss_keeps_the_last_good_state():
     assert int(state.step) == 0
     for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(jax.device_get(state.params))):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("family", ["gpt", "bert"])
+def test_evaluation_counts_each_example_once_when_the_last_batch_is_partial(family):
+    """10 examples in batches of 8: the second batch wraps around to examples 0-5, which
+    must not count again. The averages equal one pass over the 10 examples."""
+    cfg = tiny(family)
+    obj = objective(cfg)
+    examples = synthetic_batch(cfg, 10, 16, 3)
+    step = build_sharded_step(obj, optax.sgd(0.1), optax.constant_schedule(0.1),
+                              mesh_of((2, 2, 2)), synthetic_batch(cfg, 8, 16, 3))
+    params = step.init(jax.random.key(0)).params
+    batches = StepBatches(ArrayExamples(examples), 8, seed=0, shuffle=False)
+    metrics = evaluate(step, params, batches, num_batches=100, loss_terms=obj.loss_terms)
+
+    host_params = jax.device_get(params)
+    sums, counts = obj.term_sums(host_params, examples, None), obj.term_counts(examples)
+    for term in sums:
+        expected = float(sums[term]) / float(counts[term])
+        assert metrics[f"eval_{term}"] == pytest.approx(expected, rel=1e-5), term
