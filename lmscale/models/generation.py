@@ -68,17 +68,27 @@ def empty_cache(model: nn.Module, batch: int, length: int):
     return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
 
 
+def stop_hits(window: jax.Array, stop_sequences: jax.Array) -> jax.Array:
+    """[batch] whether the last tokens `window` [batch, W] end with any of `stop_sequences`
+    [S, W] (right-aligned, -1 to their left; all -1 = an unused slot)."""
+    matches = (window[:, None, :] == stop_sequences[None]) | (stop_sequences[None] < 0)
+    used = jnp.any(stop_sequences >= 0, axis=-1)
+    return jnp.any(jnp.all(matches, axis=-1) & used[None], axis=-1)
+
+
 def generate_tokens(model: nn.Module, params, prompt_ids: jax.Array, prompt_mask: jax.Array,
-                    max_new_tokens: int, sampling: dict[str, jax.Array], stop_ids: jax.Array,
-                    rng: jax.Array, use_cache: bool = True) -> tuple[jax.Array, jax.Array]:
+                    max_new_tokens: int, sampling: dict[str, jax.Array],
+                    stop_sequences: jax.Array, rng: jax.Array,
+                    use_cache: bool = True) -> tuple[jax.Array, jax.Array]:
     """Continue left-padded prompts [batch, P] by up to `max_new_tokens` tokens.
 
-    Returns (tokens [batch, max_new_tokens], lengths [batch]): a row ends after the first
-    token in `stop_ids` [S] (which is kept) and is zero beyond its length; the loop ends
-    when every row has stopped. `params` is the tree under 'params'. Jit this with
-    `max_new_tokens` and `use_cache` static.
+    Returns (tokens [batch, max_new_tokens], lengths [batch]): a row ends once its new
+    tokens end with one of `stop_sequences` (see `stop_hits`; the stop tokens are kept)
+    and is zero beyond its length; the loop ends when every row has stopped. `params` is
+    the tree under 'params'. Jit this with `max_new_tokens` and `use_cache` static.
     """
     batch, prompt_len = prompt_ids.shape
+    width = stop_sequences.shape[1]
     positions = prompt_positions(prompt_mask)
     next_position = positions[:, -1] + 1  # [batch]
     if use_cache:
@@ -106,24 +116,27 @@ def generate_tokens(model: nn.Module, params, prompt_ids: jax.Array, prompt_mask
         return jax.lax.dynamic_index_in_dim(out, prompt_len + step, 1, keepdims=False), memory
 
     def keep_going(carry):
-        step, _, _, _, done = carry
+        step, _, _, _, done, _ = carry
         return (step < max_new_tokens) & ~jnp.all(done)
 
     def one_token(carry):
-        step, memory, logits, tokens, done = carry
+        step, memory, logits, tokens, done, lengths = carry
         token = choose_tokens(logits, jax.random.fold_in(rng, step), sampling)
         token = jnp.where(done, 0, token)
-        tokens = jax.lax.dynamic_update_slice(tokens, token[:, None], (0, step))
-        done = done | jnp.isin(token, stop_ids)
+        # `tokens` sits after `width` slots of -2 (never a token), so the window of the
+        # last `width` new tokens is one fixed-size slice even in the first steps.
+        tokens = jax.lax.dynamic_update_slice(tokens, token[:, None], (0, width + step))
+        window = jax.lax.dynamic_slice_in_dim(tokens, step + 1, width, axis=1)
+        hit = stop_hits(window, stop_sequences) & ~done
+        lengths = jnp.where(hit, step + 1, lengths)
         logits, memory = next_logits(memory, token, step)
-        return step + 1, memory, logits, tokens, done
+        return step + 1, memory, logits, tokens, done | hit, lengths
 
-    tokens = jnp.zeros((batch, max_new_tokens), jnp.int32)
+    tokens = jnp.concatenate([jnp.full((batch, width), -2, jnp.int32),
+                              jnp.zeros((batch, max_new_tokens), jnp.int32)], axis=1)
     done = jnp.zeros((batch,), jnp.bool_)
-    carry = (jnp.int32(0), memory, logits[:, -1], tokens, done)
-    _, _, _, tokens, _ = jax.lax.while_loop(keep_going, one_token, carry)
-    stopped = jnp.isin(tokens, stop_ids)
-    first_stop = jnp.argmax(stopped, axis=-1)
-    lengths = jnp.where(jnp.any(stopped, axis=-1), first_stop + 1, max_new_tokens)
+    lengths = jnp.full((batch,), max_new_tokens, jnp.int32)
+    carry = (jnp.int32(0), memory, logits[:, -1], tokens, done, lengths)
+    _, _, _, tokens, _, lengths = jax.lax.while_loop(keep_going, one_token, carry)
     live = jnp.arange(max_new_tokens)[None, :] < lengths[:, None]
-    return jnp.where(live, tokens, 0), lengths.astype(jnp.int32)
+    return jnp.where(live, tokens[:, width:], 0), lengths

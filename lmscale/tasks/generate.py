@@ -3,9 +3,10 @@
 `Generator` tokenises prompts, left-pads them to a shared length (rounded up to a
 multiple of 8 so that similar prompt lengths share one compiled program), places the
 parameters by their logical axis names and runs `lmscale.models.generation.generate_tokens`
-under the mesh. Rows end at end-of-text or at a stop string; stop strings that are a single
-token end the row inside the loop, and every stop string also cuts the decoded text, since
-a stop string may be spelled by several tokens or hide inside a longer one.
+under the mesh. Rows end at end-of-text or at a stop string: the loop ends a row as soon as
+its new tokens end with the stop string's own tokenisation, and every stop string also cuts
+the decoded text, since in context a stop string may be spelled by other tokens or hide
+inside a longer one.
 """
 
 from __future__ import annotations
@@ -30,13 +31,15 @@ from lmscale.parallel.mesh import (
 
 PROMPT_LENGTH_MULTIPLE = 8
 GREEDY = Sampling()
-STOP_ID_SLOTS = 8  # stop ids are padded to this many (with -1) so they never recompile
+# Stop sequences are padded (with -1) to at least this many, this many tokens long, so
+# that new stop strings seldom recompile.
+STOP_SLOTS = 8
 
 
 @dataclass(frozen=True)
 class Generated:
     text: str  # the continuation, cut before the first stop string
-    token_ids: list[int]  # generated ids, including a final stop token if one ended the row
+    token_ids: list[int]  # generated ids, including the stop tokens that ended the row
     stopped: str  # "end_of_text", "stop" (a stop string) or "length"
 
 
@@ -63,6 +66,18 @@ def left_pad(rows: Sequence[Sequence[int]], length: int,
     return ids, mask
 
 
+def stop_sequence_array(sequences: Sequence[Sequence[int]]) -> np.ndarray:
+    """[S, W] int32, each sequence right-aligned after -1s; S and W are at least
+    STOP_SLOTS (unused rows are all -1)."""
+    sequences = [list(s) for s in dict.fromkeys(map(tuple, sequences)) if s]
+    slots = max(STOP_SLOTS, len(sequences))
+    width = max([STOP_SLOTS] + [len(s) for s in sequences])
+    array = np.full((slots, width), -1, np.int32)
+    for row, sequence in enumerate(sequences):
+        array[row, width - len(sequence):] = sequence
+    return array
+
+
 def place_params(model: GPT, params, mesh: Mesh):
     """`params` (the tree under 'params') laid out on `mesh` by their logical axis names."""
     with mesh_context(mesh):
@@ -84,9 +99,11 @@ class Generator:
                             static_argnames=("max_new_tokens", "use_cache"))
 
     def generate_ids(self, prompts: Sequence[Sequence[int]], max_new_tokens: int,
-                     sampling: Sampling = GREEDY, stop_ids: Sequence[int] = (),
+                     sampling: Sampling = GREEDY,
+                     stop_sequences: Sequence[Sequence[int]] = (),
                      use_cache: bool = True) -> list[list[int]]:
-        """Continue token-id prompts; each result ends with its stop token, if any."""
+        """Continue token-id prompts. A row ends after end-of-text or once it ends with one
+        of `stop_sequences` (token-id lists); the stop tokens are kept."""
         if not prompts:
             return []
         if max_new_tokens <= 0:
@@ -98,14 +115,14 @@ class Generator:
         ways = data_parallel_size(self.mesh)
         batch = -(-len(prompts) // ways) * ways
         ids, mask = left_pad(prompts, length, batch)
-        stops = sorted(set(stop_ids) | ({self.tokenizer.eot_id} - {None}))
-        slots = max(STOP_ID_SLOTS, len(stops))
+        eot = self.tokenizer.eot_id
+        stops = stop_sequence_array([*stop_sequences, *([[eot]] if eot is not None else [])])
         with mesh_context(self.mesh):
             rows = batch_sharding(self.mesh, 2)
             tokens, lengths = self._run(
                 self.params, jax.device_put(ids, rows), jax.device_put(mask, rows),
                 max_new_tokens=max_new_tokens, sampling=sampling.arrays(),
-                stop_ids=jnp.asarray(stops + [-1] * (slots - len(stops)), jnp.int32),
+                stop_sequences=jnp.asarray(stops),
                 rng=jax.random.key(sampling.seed), use_cache=use_cache)
         tokens, lengths = np.asarray(tokens), np.asarray(lengths)
         return [tokens[i, : lengths[i]].tolist() for i in range(len(prompts))]
@@ -118,10 +135,8 @@ class Generator:
         eot = self.tokenizer.eot_id
         encoded = [self.tokenizer.encode(p) if p else ([eot] if eot is not None else [])
                    for p in prompts]
-        single_token_stops = [ids[0] for ids in map(self.tokenizer.encode, stop)
-                              if len(ids) == 1]
-        outputs = self.generate_ids(encoded, max_new_tokens, sampling, single_token_stops,
-                                    use_cache)
+        outputs = self.generate_ids(encoded, max_new_tokens, sampling,
+                                    [self.tokenizer.encode(s) for s in stop if s], use_cache)
         return [self._finish(ids, stop) for ids in outputs]
 
     def _finish(self, ids: list[int], stop: Sequence[str]) -> Generated:

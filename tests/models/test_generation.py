@@ -100,6 +100,17 @@ def test_sampling_is_seeded_and_stop_strings_cut_text(generator, expected):
     assert str(stop_token) not in cut.text.split()
 
 
+def test_a_multi_token_stop_string_ends_the_row_inside_the_loop(generator, expected):
+    texts = [" ".join(map(str, p)) for p in PROMPTS]
+    greedy = expected[1]
+    pair = greedy[5:7]
+    end = next(i + 2 for i in range(len(greedy) - 1) if greedy[i:i + 2] == pair)
+    outputs = generator.generate(texts, NEW_TOKENS, stop=[" ".join(map(str, pair))])
+    assert outputs[1].token_ids == greedy[:end]
+    assert outputs[1].stopped == "stop"
+    assert outputs[1].text.split() == [str(t) for t in greedy[:end - 2]]
+
+
 def test_filter_logits_keeps_top_k_and_nucleus():
     logits = jnp.log(jnp.asarray([[0.5, 0.25, 0.15, 0.1]]))
     kept = lambda k, p: np.isfinite(np.asarray(filter_logits(logits, jnp.int32(k),  # noqa: E731
