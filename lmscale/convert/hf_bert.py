@@ -121,6 +121,7 @@ def config_from_hf(hf: dict) -> ModelConfig:
             num_heads=hf["num_attention_heads"], d_ff=hf["intermediate_size"],
             type_vocab_size=hf.get("type_vocab_size", 2),
             dropout=hf.get("hidden_dropout_prob", 0.1),
+            attention_dropout=hf.get("attention_probs_dropout_prob", 0.1),
             layer_norm_eps=hf.get("layer_norm_eps", 1e-12),
             initializer_range=hf.get("initializer_range", 0.02))
     except KeyError as err:
@@ -133,7 +134,7 @@ def config_to_hf(cfg: ModelConfig, architecture: str) -> dict:
         "hidden_size": cfg.d_model, "num_hidden_layers": cfg.num_layers,
         "num_attention_heads": cfg.num_heads, "intermediate_size": cfg.d_ff,
         "hidden_act": "gelu", "hidden_dropout_prob": cfg.dropout,
-        "attention_probs_dropout_prob": cfg.dropout,
+        "attention_probs_dropout_prob": cfg.attention_dropout_rate,
         "max_position_embeddings": cfg.max_len, "type_vocab_size": cfg.type_vocab_size,
         "initializer_range": cfg.initializer_range, "layer_norm_eps": cfg.layer_norm_eps,
         "position_embedding_type": "absolute", "pad_token_id": 0,

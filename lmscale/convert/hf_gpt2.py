@@ -73,6 +73,7 @@ def config_from_hf(hf: dict) -> ModelConfig:
             max_len=hf.get("n_positions", hf.get("n_ctx")), d_model=d_model,
             num_layers=hf["n_layer"], num_heads=hf["n_head"],
             d_ff=hf.get("n_inner") or 4 * d_model, dropout=hf.get("resid_pdrop", 0.1),
+            attention_dropout=hf.get("attn_pdrop", 0.1),
             layer_norm_eps=hf.get("layer_norm_epsilon", 1e-5),
             initializer_range=hf.get("initializer_range", 0.02))
     except KeyError as err:
@@ -84,7 +85,8 @@ def config_to_hf(cfg: ModelConfig) -> dict:
         "architectures": [ARCHITECTURE], "model_type": "gpt2", "vocab_size": cfg.vocab_size,
         "n_positions": cfg.max_len, "n_embd": cfg.d_model, "n_layer": cfg.num_layers,
         "n_head": cfg.num_heads, "n_inner": cfg.d_ff, "activation_function": "gelu_new",
-        "resid_pdrop": cfg.dropout, "embd_pdrop": cfg.dropout, "attn_pdrop": cfg.dropout,
+        "resid_pdrop": cfg.dropout, "embd_pdrop": cfg.dropout,
+        "attn_pdrop": cfg.attention_dropout_rate,
         "layer_norm_epsilon": cfg.layer_norm_eps, "initializer_range": cfg.initializer_range,
         "scale_attn_weights": True, "tie_word_embeddings": True,
     }

@@ -25,7 +25,8 @@ class BertBlock(nn.Module):
         cfg = self.config
         drop = nn.Dropout(cfg.dropout, deterministic=self.deterministic)
         x = LayerNorm(cfg.layer_norm_eps, cfg.dtype, name="ln_attn")(
-            x + drop(SelfAttention(cfg, causal=False, name="attn")(x, mask)))
+            x + drop(SelfAttention(cfg, causal=False, deterministic=self.deterministic,
+                                  name="attn")(x, mask)))
         x = LayerNorm(cfg.layer_norm_eps, cfg.dtype, name="ln_mlp")(
             x + drop(MLP(cfg, name="mlp")(x)))
         return constrain(x, ("batch", "length", "act_embed")), None

@@ -23,7 +23,10 @@ class ModelConfig:
     num_heads: int
     d_ff: int
     type_vocab_size: int = 2  # BERT segment embeddings; unused by GPT
-    dropout: float = 0.1
+    dropout: float = 0.1  # embeddings and residual branches
+    # On the attention probabilities (BERT's and GPT-2's 0.1); None = `dropout`. Training
+    # with it > 0 computes attention explicitly instead of through fused kernels.
+    attention_dropout: float | None = None
     layer_norm_eps: float = 1e-5
     compute_dtype: str = "float32"  # matmul inputs; accumulation is always float32
     remat_policy: str = "none"
@@ -48,6 +51,10 @@ class ModelConfig:
             jnp.dtype(self.compute_dtype)
         except TypeError as err:
             raise ConfigError(f"model.compute_dtype {self.compute_dtype!r}: {err}") from err
+
+    @property
+    def attention_dropout_rate(self) -> float:
+        return self.dropout if self.attention_dropout is None else self.attention_dropout
 
     @property
     def head_dim(self) -> int:

@@ -20,7 +20,8 @@ class GPTBlock(nn.Module):
         cfg = self.config
         drop = nn.Dropout(cfg.dropout, deterministic=self.deterministic)
         h = LayerNorm(cfg.layer_norm_eps, cfg.dtype, name="ln_attn")(x)
-        x = x + drop(SelfAttention(cfg, causal=True, decode=self.decode, name="attn")(h, mask))
+        x = x + drop(SelfAttention(cfg, causal=True, decode=self.decode,
+                                         deterministic=self.deterministic, name="attn")(h, mask))
         h = LayerNorm(cfg.layer_norm_eps, cfg.dtype, name="ln_mlp")(x)
         x = x + drop(MLP(cfg, name="mlp")(h))
         return constrain(x, ("batch", "length", "act_embed")), None

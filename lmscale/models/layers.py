@@ -101,8 +101,9 @@ class Embed(nn.Module):
 class SelfAttention(nn.Module):
     """Multi-head self-attention through `jax.nn.dot_product_attention`.
 
-    Attention-probability dropout is not applied: the fused attention kernels that
-    `dot_product_attention` dispatches to have none, and residual dropout remains.
+    When training with attention-probability dropout (`attention_dropout_rate` > 0 and not
+    `deterministic`), the same softmax attention is computed explicitly, since the fused
+    kernels `dot_product_attention` dispatches to have no dropout.
 
     With `decode=True` (causal only) keys and values go to a `cache` collection: the
     first call with an uninitialised cache only creates it (its length is that input's
@@ -114,6 +115,7 @@ class SelfAttention(nn.Module):
     config: ModelConfig
     causal: bool
     decode: bool = False
+    deterministic: bool = True
 
     @nn.compact
     def __call__(self, x: jax.Array, mask: jax.Array | None) -> jax.Array:
@@ -131,12 +133,31 @@ class SelfAttention(nn.Module):
         cache_ready = self.decode and self.has_variable("cache", "cached_key")
         if self.decode:
             k, v, mask = self._extend_cache(k, v, mask)
-        y = jax.nn.dot_product_attention(q, k, v, mask=mask,
-                                         is_causal=self.causal and not cache_ready,
-                                         implementation=impl)
+        causal = self.causal and not cache_ready
+        if cfg.attention_dropout_rate > 0 and not self.deterministic:
+            y = self._attention_with_dropout(q, k, v, mask, causal)
+        else:
+            y = jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=causal,
+                                             implementation=impl)
         y = constrain(y, ("batch", "length", "act_heads", "kv"))
         return Projection((cfg.d_model,), ("heads", "kv", "embed"), cfg.dtype, contract=2,
                           init_std=self.out_init_std, name="out")(y)
+
+    def _attention_with_dropout(self, q, k, v, mask: jax.Array | None,
+                                causal: bool) -> jax.Array:
+        """softmax(q·kᵀ/√d) with dropout on the probabilities, then ·v ([b, t, h, d])."""
+        scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
+        scores = scores / jnp.sqrt(jnp.float32(q.shape[-1]))
+        visible = jnp.ones(scores.shape[-2:], jnp.bool_)
+        if causal:
+            visible = jnp.tril(visible)
+        if mask is not None:
+            visible = visible & mask
+        scores = jnp.where(visible, scores, jnp.finfo(jnp.float32).min)
+        probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+        probs = nn.Dropout(self.config.attention_dropout_rate, deterministic=False)(probs)
+        return jnp.einsum("bhqk,bkhd->bqhd", probs, v, preferred_element_type=jnp.float32
+                          ).astype(v.dtype)
 
     def _extend_cache(self, k: jax.Array, v: jax.Array, mask: jax.Array | None):
         """Append k, v [b, t, h, d] at the cache index; return the whole cache and the

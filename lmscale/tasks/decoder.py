@@ -40,6 +40,7 @@ def load_decoder(directory: str, **runtime) -> Decoder:
     if pretrained.config.family != "gpt":
         raise InputError(f"{directory!r} holds a {pretrained.config.family} model; this needs "
                          "a GPT (decoder) checkpoint")
-    config = dataclasses.replace(pretrained.config, **({"dropout": 0.0} | runtime))
+    no_dropout = {"dropout": 0.0, "attention_dropout": None}
+    config = dataclasses.replace(pretrained.config, **(no_dropout | runtime))
     return Decoder(config, pretrained.params, pretrained.tokenizer, pretrained.tokenizer_files,
                    directory)

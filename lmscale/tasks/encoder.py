@@ -27,7 +27,8 @@ from lmscale.train.metrics import read_metrics
 from lmscale.train.throughput import flops_per_token
 
 # Fields a fine-tuning config may change on a pretrained model; the shape is the checkpoint's.
-RUNTIME_FIELDS = ("compute_dtype", "remat_policy", "attention_impl", "dropout")
+RUNTIME_FIELDS = ("compute_dtype", "remat_policy", "attention_impl", "dropout",
+                  "attention_dropout")
 
 
 @dataclass(frozen=True)

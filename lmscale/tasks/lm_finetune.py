@@ -26,7 +26,7 @@ from lmscale.data.prompt_completion import (
 from lmscale.errors import ConfigError
 from lmscale.models import GPT
 from lmscale.tasks.decoder import load_decoder
-from lmscale.tasks.encoder import set_step_budget, write_json
+from lmscale.tasks.encoder import RUNTIME_FIELDS, set_step_budget, write_json
 from lmscale.train.defaults import finetune_config
 from lmscale.train.finetune import FinetuneRun, finetune
 from lmscale.train.loop import evaluate
@@ -63,7 +63,7 @@ def run_lm_finetune(config: ml_collections.ConfigDict, workdir: str) -> dict:
                           "lmscale convert hf output, or another fine-tuning run)")
     if not task.train_data or not task.eval_data:
         raise ConfigError("set task.train_data and task.eval_data (JSONL prompt/completion)")
-    runtime = {k: config.model[k] for k in ("compute_dtype", "remat_policy", "dropout")}
+    runtime = {k: config.model[k] for k in RUNTIME_FIELDS}
     decoder = load_decoder(config.init.checkpoint, **runtime)
     if task.seq_len > decoder.config.max_len:
         raise ConfigError(f"task.seq_len ({task.seq_len}) exceeds the model's "
