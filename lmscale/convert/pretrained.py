@@ -26,6 +26,7 @@ import orbax.checkpoint as ocp
 
 from lmscale.convert.hf_bert import read_hf_checkpoint, write_hf_checkpoint
 from lmscale.convert.hf_gpt2 import read_hf_gpt2, write_hf_gpt2
+from lmscale.convert.spm_to_hf import write_hf_tokenizer
 from lmscale.data.tokenizer import SentencePieceTokenizer, Tokenizer, load_tokenizer
 from lmscale.errors import InputError
 from lmscale.models.config import ModelConfig
@@ -183,4 +184,12 @@ def export_hf(checkpoint_dir: str, out_dir: str) -> str:
     write = write_hf_gpt2 if pretrained.config.family == "gpt" else write_hf_checkpoint
     architecture = write(out_dir, pretrained.config, pretrained.params)
     copy_tokenizer_files(pretrained.tokenizer_files, out_dir)
+    if isinstance(pretrained.tokenizer, SentencePieceTokenizer):
+        # spm.model stays for lmscale; transformers reads tokenizer.json.
+        try:
+            write_hf_tokenizer(pretrained.tokenizer.model_file, pretrained.config.family,
+                               pretrained.config.max_len, out_dir)
+        except InputError as err:
+            log.warning("%s; the export keeps only spm.model, which transformers' "
+                        "AutoTokenizer cannot read", err)
     return architecture
