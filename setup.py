@@ -14,6 +14,7 @@ INSTALL_REQUIRES = [
     "tensorflow-datasets==4.9.10",
     "importlib-resources==7.1.0",  # tfds needs it for builders defined outside its package
     "sentencepiece==0.2.3",
+    "protobuf==7.36.2",  # sentencepiece's model proto, read to export tokenizer.json
     "ml-collections==1.1.0",
     "numpy==2.4.6",
     "tokenizers==0.23.3",
