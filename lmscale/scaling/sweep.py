@@ -50,6 +50,11 @@ def sweep_template(model_preset: str) -> ml_collections.ConfigDict:
     c.sweep.sizes = []  # (d_model, num_layers, num_heads); d_ff = 4·d_model as in GPT-2
     c.sweep.tokens = []  # grid: training tokens D of each point
     c.sweep.budgets = []  # isoflop: compute C = 6ND of each profile
+    # Points outside these limits are left out (IsoFLOP profiles cross every size with
+    # every budget; a big model on a small budget gets too few steps, a small one on a big
+    # budget more tokens than the corpus holds). 0 = no limit.
+    c.sweep.min_steps = 0
+    c.sweep.max_tokens = 0.0
     return c
 
 
@@ -97,7 +102,12 @@ def _validate(config: ml_collections.ConfigDict) -> None:
 
 
 def plan_sweep(config: ml_collections.ConfigDict) -> list[SweepPoint]:
-    """The sweep's points, cheapest compute first."""
+    """The sweep's points within its limits, cheapest compute first."""
+    return [point for point, why_not in plan_points(config) if not why_not]
+
+
+def plan_points(config: ml_collections.ConfigDict) -> list[tuple[SweepPoint, str]]:
+    """Every (point, why it is left out, or "") of the sweep, cheapest compute first."""
     _validate(config)
     base, plan = config.base, config.sweep
     seq_len = base.data.seq_len
@@ -117,8 +127,18 @@ def plan_sweep(config: ml_collections.ConfigDict) -> list[SweepPoint]:
             targets = [(f"C{_short(c)}_{size}", c / (6.0 * n)) for c in plan.budgets]
         for name, planned in targets:
             steps = max(1, round(planned / tokens_per_step))
-            points.append(SweepPoint(name, model, steps, tokens_per_step, planned, n, n_total))
-    return sorted(points, key=lambda p: (p.compute, p.name))
+            point = SweepPoint(name, model, steps, tokens_per_step, planned, n, n_total)
+            points.append((point, _outside_limits(point, plan)))
+    return sorted(points, key=lambda p: (p[0].compute, p[0].name))
+
+
+def _outside_limits(point: SweepPoint, plan: ml_collections.ConfigDict) -> str:
+    min_steps, max_tokens = plan.get("min_steps", 0), plan.get("max_tokens", 0.0)
+    if min_steps and point.steps < min_steps:
+        return f"{point.steps} steps < sweep.min_steps={min_steps}"
+    if max_tokens and point.tokens > max_tokens:
+        return f"D={point.tokens:,} > sweep.max_tokens={max_tokens:.3g}"
+    return ""
 
 
 def point_config(config: ml_collections.ConfigDict, point: SweepPoint, tokenizer: str,
@@ -223,7 +243,13 @@ def run_sweep(config: ml_collections.ConfigDict, sweep_dir: str | Path,
     `max_points` caps how many points this call trains (finished ones skipped don't
     count); the sweep also stops after a point that was preempted (SIGTERM).
     """
+    for point, why_not in plan_points(config):
+        if why_not:
+            log.info("left out %s: %s", point.name, why_not)
     points = plan_sweep(config)
+    if not points:
+        raise ConfigError("every point of the sweep is outside sweep.min_steps / "
+                          "sweep.max_tokens; relax them or change sizes and budgets")
     sweep_dir = Path(sweep_dir).absolute()
     sweep_dir.mkdir(parents=True, exist_ok=True)
     (sweep_dir / "config.json").write_text(to_json(config))

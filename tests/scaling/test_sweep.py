@@ -115,6 +115,19 @@ def test_isoflop_planner_gives_d_equal_c_over_6n(corpus):
     assert [p.compute for p in points] == sorted(p.compute for p in points)
 
 
+def test_isoflop_limits_leave_out_starved_and_oversized_points(corpus):
+    config = tiny_sweep(corpus, mode="isoflop", sizes=SIZES + [(64, 2, 4)],
+                        budgets=[1e9, 4e9])
+    every = plan_sweep(config)
+    config.sweep.update(min_steps=20, max_tokens=2e5)
+    kept = plan_sweep(config)
+    assert kept == [p for p in every if p.steps >= 20 and p.tokens <= 2e5]
+    assert 0 < len(kept) < len(every)
+    config.sweep.min_steps = 10**9
+    with pytest.raises(ConfigError, match="every point of the sweep"):
+        run_sweep(config, "unused", max_points=0)
+
+
 def test_a_budget_beyond_the_data_warns_with_the_epochs(corpus, tmp_path, caplog):
     config = tiny_sweep(corpus, tokens=[1e7])
     with caplog.at_level(logging.INFO, logger="lmscale.scaling.sweep"):
