@@ -127,6 +127,12 @@ class ParametricFit:
         return self.E + self.A / N**self.alpha + self.B / D**self.beta
 
     @property
+    def has_frontier(self) -> bool:
+        """Whether loss falls with both N and D, so that a compute-optimal split exists
+        (the closed form below needs α, β > 0)."""
+        return self.alpha > 0 and self.beta > 0
+
+    @property
     def G(self) -> float:
         """Hoffmann et al. D.3: N_opt = G (C/6)^a, D_opt = G⁻¹ (C/6)^b."""
         return (self.alpha * self.A / (self.beta * self.B)) ** (1.0 / (self.alpha + self.beta))
@@ -326,8 +332,9 @@ def group_budgets(compute: np.ndarray, tolerance: float = 0.1) -> np.ndarray:
 def fit_isoflop(results: Results, *, tolerance: float = 0.1) -> IsoFlopFit:
     """Approach 2: per budget, loss = p(log N) quadratic; N_opt at its vertex.
 
-    Budgets with fewer than 3 sizes, or a parabola that is not convex (no minimum),
-    are skipped; at least 2 usable budgets are needed for the power laws.
+    Budgets with fewer than 3 sizes, a parabola that is not convex (no minimum) or a
+    vertex outside the sizes trained (an extrapolation, not a measured minimum) are
+    skipped; at least 2 usable budgets are needed for the power laws.
     """
     labels = group_budgets(results.compute, tolerance)
     budgets, n_opt, parabolas = [], [], []
@@ -339,14 +346,18 @@ def fit_isoflop(results: Results, *, tolerance: float = 0.1) -> IsoFlopFit:
         p = np.polyfit(log_n, results.loss[mask], 2)
         if p[0] <= 0:
             continue
+        vertex = -p[1] / (2 * p[0])
+        if not log_n.min() <= vertex <= log_n.max():
+            continue
         budgets.append(np.exp(np.log(results.compute[mask]).mean()))
-        n_opt.append(np.exp(-p[1] / (2 * p[0])))
+        n_opt.append(np.exp(vertex))
         parabolas.append(p)
     _require(
         len(budgets) >= 2,
         f"the IsoFLOP fit needs at least 2 compute budgets (C = 6ND within "
-        f"{tolerance:.0%}) with 3 or more model sizes and a convex loss profile; "
-        f"found {len(budgets)} of {np.unique(labels).size} budgets",
+        f"{tolerance:.0%}) with 3 or more model sizes and a convex loss profile whose "
+        f"minimum lies among the sizes; found {len(budgets)} of {np.unique(labels).size} "
+        "budgets",
     )
     budgets_arr, n_opt_arr = np.array(budgets), np.array(n_opt)
     a, log_kn = np.polyfit(np.log(budgets_arr), np.log(n_opt_arr), 1)
@@ -405,7 +416,14 @@ def fits_to_json(fits: ScalingFits) -> dict[str, Any]:
     report["intervals"] = {key: list(v) for key, v in p.intervals.items()}
     report["confidence"] = p.confidence
     report["points"] = int(fits.results.loss.size)
-    report["compute_optimal"] = {"G": p.G, "a": p.a, "b": p.b}
+    skipped = dict(fits.skipped)
+    if p.has_frontier:
+        report["compute_optimal"] = {"G": p.G, "a": p.a, "b": p.b}
+    else:
+        report["compute_optimal"] = None
+        skipped["compute_optimal"] = (
+            f"alpha={p.alpha:.3g}, beta={p.beta:.3g}: the fitted loss does not fall with both "
+            "N and D, so L(N, D) has no compute-optimal frontier")
     for name in ("loss_vs_N", "loss_vs_D"):
         law = getattr(fits, name)
         report[name] = None if law is None else {"E": law.E, "A": law.A, "alpha": law.alpha}
@@ -420,6 +438,6 @@ def fits_to_json(fits: ScalingFits) -> dict[str, Any]:
             "N_opt": iso.N_opt.tolist(),
         }
     )
-    if fits.skipped:
-        report["skipped"] = fits.skipped
+    if skipped:
+        report["skipped"] = skipped
     return report

@@ -97,11 +97,12 @@ def plot_frontier(fits: ScalingFits, path: Path) -> Path:
     """N_opt(C) and D_opt(C): the parametric closed form and, if fitted, IsoFLOP minima."""
     p = fits.parametric
     compute = _span(fits.results.compute, 10)
-    n_opt, d_opt = p.compute_optimal(compute)
     fig = Figure(figsize=(6, 4.5))
     ax = fig.add_subplot()
-    ax.plot(compute, n_opt, "C0", label=f"N_opt ∝ C^{p.a:.3f} (parametric)")
-    ax.plot(compute, d_opt, "C1", label=f"D_opt ∝ C^{p.b:.3f} (parametric)")
+    if p.has_frontier:
+        n_opt, d_opt = p.compute_optimal(compute)
+        ax.plot(compute, n_opt, "C0", label=f"N_opt ∝ C^{p.a:.3f} (parametric)")
+        ax.plot(compute, d_opt, "C1", label=f"D_opt ∝ C^{p.b:.3f} (parametric)")
     iso = fits.isoflop
     if iso is not None:
         ax.plot(iso.budgets, iso.N_opt, "o", color="C0", label=f"IsoFLOP N_opt, a={iso.a:.3f}")
@@ -139,9 +140,10 @@ def plot_history(
         ax.plot(line_n, 20 * line_n, "k--", lw=1, label="D = 20 N (Hoffmann et al. 2022)")
     else:
         p = fits.parametric
-        # Invert N_opt = G (C/6)^a for C/6, then D_opt = (C/6)^b / G.
-        c6 = (line_n / p.G) ** (1 / p.a)
-        ax.plot(line_n, c6**p.b / p.G, "k--", lw=1, label="compute-optimal D(N), our fit")
+        if p.has_frontier:
+            # Invert N_opt = G (C/6)^a for C/6, then D_opt = (C/6)^b / G.
+            c6 = (line_n / p.G) ** (1 / p.a)
+            ax.plot(line_n, c6**p.b / p.G, "k--", lw=1, label="compute-optimal D(N), our fit")
         ax.scatter(fits.results.N, fits.results.D, s=8, color="C0", label="our runs")
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -159,9 +161,10 @@ def write_plots(fits: ScalingFits, out_dir: str | Path) -> list[Path]:
     paths = [
         plot_loss_vs(fits, "N", out / "loss_vs_N.png"),
         plot_loss_vs(fits, "D", out / "loss_vs_D.png"),
-        plot_frontier(fits, out / "frontier.png"),
         plot_history(out / "history.png", fits),
     ]
+    if fits.parametric.has_frontier or fits.isoflop is not None:
+        paths.append(plot_frontier(fits, out / "frontier.png"))
     if fits.isoflop is not None:
         paths.append(plot_isoflop(fits, out / "isoflop.png"))
     return paths

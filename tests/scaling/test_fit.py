@@ -19,6 +19,7 @@ from lmscale.scaling.fit import (
     make_results,
     read_results,
 )
+from lmscale.scaling.plots import write_plots
 
 # Hoffmann et al. 2022 eq. 10: the law their approach 3 found.
 TRUTH = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}
@@ -124,15 +125,16 @@ def test_envelope_takes_the_best_run_per_size():
     assert values.tolist() == [1.0, 2.0] and best.tolist() == [2.5, 2.0]
 
 
-def isoflop_results(noise: float = 0.0):
-    """Nine sizes per budget, spaced ×√2 around the true optimum, D = C / 6N."""
+def isoflop_results(noise: float = 0.0, first_size: int = -4):
+    """Nine sizes per budget, spaced ×√2 from √2^first_size times the true optimum (the
+    default centres them on it), D = C / 6N."""
     alpha, beta, A, B = TRUTH["alpha"], TRUTH["beta"], TRUTH["A"], TRUTH["B"]
     G = (alpha * A / (beta * B)) ** (1 / (alpha + beta))  # Hoffmann et al. eq. 4
     rng = np.random.default_rng(1)
     N, D = [], []
     for compute in np.geomspace(1e18, 1e22, 5):
         n_opt = G * (compute / 6) ** TRUTH_A
-        sizes = n_opt * np.sqrt(2.0) ** np.arange(-4, 5)
+        sizes = n_opt * np.sqrt(2.0) ** np.arange(first_size, first_size + 9)
         N.extend(sizes)
         D.extend(compute / (6 * sizes))
     N, D = np.array(N), np.array(D)
@@ -145,6 +147,27 @@ def test_isoflop_recovers_the_exponents():
     assert iso.a == pytest.approx(TRUTH_A, abs=0.03)
     assert iso.a + iso.b == pytest.approx(1.0)
     assert iso.D_opt == pytest.approx(iso.budgets / (6 * iso.N_opt))
+
+
+def test_isoflop_refuses_minima_outside_the_sizes_trained():
+    # Every size above the optimum: the loss only rises with N, and a parabola's vertex
+    # would be an extrapolation below the smallest model.
+    with pytest.raises(InputError, match="minimum lies among the sizes"):
+        fit_isoflop(isoflop_results(first_size=3))
+
+
+def test_no_frontier_is_reported_when_loss_does_not_fall_with_n(tmp_path):
+    """Step-starved small-scale runs can make loss rise with N at fixed D (alpha < 0):
+    the report says so instead of a complex-valued G, and the plots skip the frontier."""
+    N, D = (x.ravel() for x in np.meshgrid(np.geomspace(1e4, 1e6, 5), np.geomspace(1e5, 1e7, 5)))
+    loss = 2.0 + 0.2 * N ** 0.05 + 400 / D ** 0.3
+    fits = fit_all(make_results(N, D, loss), bootstrap=0, grid=COARSE_GRID)
+    assert fits.parametric.alpha < 0 and not fits.parametric.has_frontier
+    report = json.loads(json.dumps(fits_to_json(fits)))
+    assert report["compute_optimal"] is None
+    assert "no compute-optimal frontier" in report["skipped"]["compute_optimal"]
+    names = {p.name for p in write_plots(fits, tmp_path)}
+    assert "frontier.png" not in names and "history.png" in names
 
 
 def test_report_json(tmp_path):
