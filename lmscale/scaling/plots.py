@@ -165,6 +165,8 @@ def write_plots(fits: ScalingFits, out_dir: str | Path) -> list[Path]:
     ]
     if fits.parametric.has_frontier or fits.isoflop is not None:
         paths.append(plot_frontier(fits, out / "frontier.png"))
-    if fits.isoflop is not None:
+    # The profiles are worth seeing even where no parabola could be fitted.
+    labels = group_budgets(fits.results.compute)
+    if max(np.bincount(labels)) >= 3:
         paths.append(plot_isoflop(fits, out / "isoflop.png"))
     return paths
