@@ -78,14 +78,18 @@ def make_stop_vote(mesh: Mesh) -> Callable[[bool], jax.Array]:
     read with its metrics, so every process sees the same answer for the same step at no
     extra host stall.
     """
-    flat = Mesh(mesh.devices.reshape(-1), ("processes",))
-    per_device = NamedSharding(flat, PartitionSpec("processes"))
+    flat = Mesh(mesh.devices.reshape(-1), ("devices",))
+    per_device = NamedSharding(flat, PartitionSpec("devices"))
     any_true = jax.jit(jnp.any, out_shardings=NamedSharding(flat, PartitionSpec()))
-    local_devices = len(flat.local_devices)
+    shape = (flat.devices.size,)
+    # One flag per device, placed device by device: valid whatever order the mesh gives
+    # each process's devices in.
+    local_devices = list(per_device.addressable_devices_indices_map(shape))
 
     def vote(requested: bool) -> jax.Array:
-        flags = np.full((local_devices,), requested)
-        return any_true(jax.make_array_from_process_local_data(per_device, flags))
+        flag = np.full((1,), requested)
+        shards = [jax.device_put(flag, d) for d in local_devices]
+        return any_true(jax.make_array_from_single_device_arrays(shape, per_device, shards))
 
     return vote
 
