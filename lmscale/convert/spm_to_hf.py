@@ -4,9 +4,10 @@
 
 The pieces, scores and normaliser (the compiled NFKC charsmap) are read from the model's
 protobuf; whitespace handling, the `▁` word prefix, digit splitting and byte fallback are
-rebuilt with `tokenizers` components. Tests compare the two encoders on real text; the one
-known difference is a special-token string typed inside text, which SentencePiece treats
-as ordinary characters' neighbour (a `▁` piece before it) and `tokenizers` splits off.
+rebuilt with `tokenizers` components. Tests compare the two encoders on real text. The one
+known difference: a special-token string typed inside text ("a [SEP] b") gets a `▁` piece
+before it from SentencePiece but not from `tokenizers`; lmscale inserts special tokens as
+ids, never as text.
 """
 
 from __future__ import annotations

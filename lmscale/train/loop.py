@@ -82,16 +82,17 @@ def make_stop_vote(mesh: Mesh) -> Callable[[bool], jax.Array]:
     per_device = NamedSharding(flat, PartitionSpec("devices"))
     any_true = jax.jit(jnp.any, out_shardings=NamedSharding(flat, PartitionSpec()))
     shape = (flat.devices.size,)
-    # One flag per device, placed device by device: valid whatever order the mesh gives
-    # each process's devices in.
     local_devices = list(per_device.addressable_devices_indices_map(shape))
 
-    def vote(requested: bool) -> jax.Array:
-        flag = np.full((1,), requested)
-        shards = [jax.device_put(flag, d) for d in local_devices]
-        return any_true(jax.make_array_from_single_device_arrays(shape, per_device, shards))
+    def ballot(requested: bool) -> jax.Array:
+        # One flag per device, placed device by device: valid whatever order the mesh
+        # gives each process's devices in.
+        shards = [jax.device_put(np.full((1,), requested), d) for d in local_devices]
+        return jax.make_array_from_single_device_arrays(shape, per_device, shards)
 
-    return vote
+    # Both ballots are placed once, so a step adds only the small collective, no transfer.
+    ballots = {False: ballot(False), True: ballot(True)}
+    return lambda requested: any_true(ballots[bool(requested)])
 
 
 def evaluate(sharded: ShardedStep, params, batches: StepBatches, num_batches: int,
