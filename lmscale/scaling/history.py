@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lmscale.scaling.flops import (
+from lmscale.flops import (
     EncoderDecoderShape,
     ParamCount,
     TransformerShape,

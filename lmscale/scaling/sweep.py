@@ -27,7 +27,7 @@ from lmscale.config import check_keys, to_json
 from lmscale.data.pretrain import prepare_pretraining_data, tokenizer_path
 from lmscale.errors import ConfigError
 from lmscale.models import ModelConfig
-from lmscale.scaling.flops import param_count
+from lmscale.flops import param_count
 from lmscale.train.defaults import pretrain_config
 from lmscale.train.metrics import read_metrics
 from lmscale.train.pretrain import pretrain

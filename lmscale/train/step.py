@@ -37,8 +37,16 @@ def _split_micro_batches(batch: Batch, num_micro: int) -> Batch:
 
 
 def make_train_step(objective, optimizer: optax.GradientTransformation,
-                    schedule: optax.Schedule, grad_accum_steps: int,
-                    dropout_seed: int) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
+                    schedule: optax.Schedule, grad_accum_steps: int, dropout_seed: int,
+                    param_shardings: Any = None,
+                    ) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
+    """`param_shardings` (optional) lays the accumulated gradients out like the parameters;
+    without it the compiler chooses the carry's layout and may replicate it."""
+    def like_params(grads):
+        if param_shardings is None:
+            return grads
+        return jax.lax.with_sharding_constraint(grads, param_shardings)
+
     def train_step(state: TrainState, batch: Batch):
         counts = objective.term_counts(batch)
 
@@ -56,13 +64,15 @@ def make_train_step(objective, optimizer: optax.GradientTransformation,
                 micro_batch, index = inputs
                 (loss, sums), grads = grad_fn(state.params, micro_batch,
                                               jax.random.fold_in(rng, index))
-                return jax.tree.map(jnp.add, carry, (loss, sums, grads)), None
+                total_loss, total_sums, total_grads = carry
+                return (total_loss + loss, jax.tree.map(jnp.add, total_sums, sums),
+                        like_params(jax.tree.map(jnp.add, total_grads, grads))), None
 
             micro = _split_micro_batches(batch, grad_accum_steps)
             zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(
                 grad_fn, state.params, jax.tree.map(lambda x: x[0], micro), rng))
             (loss, sums, grads), _ = jax.lax.scan(
-                accumulate, (zeros[0][0], zeros[0][1], zeros[1]),
+                accumulate, (zeros[0][0], zeros[0][1], like_params(zeros[1])),
                 (micro, jnp.arange(grad_accum_steps)))
 
         grad_norm = optax.tree.norm(grads)
@@ -80,28 +90,82 @@ def make_train_step(objective, optimizer: optax.GradientTransformation,
     return train_step
 
 
-def make_eval_step(objective) -> Callable[[Any, Batch], tuple[dict, dict]]:
-    """Summed terms and their counts for one batch, so callers can average over many."""
+def make_eval_step(objective, num_micro: int = 1) -> Callable[[Any, Batch], tuple[dict, dict]]:
+    """Summed terms and their counts for one batch, so callers can average over many.
+
+    The batch is evaluated in `num_micro` pieces, as training splits it, so evaluating at
+    the training batch size needs no more memory than a training micro-batch.
+    """
     def eval_step(params, batch: Batch):
-        return objective.term_sums(params, batch, None), objective.term_counts(batch)
+        counts = objective.term_counts(batch)
+        if num_micro == 1:
+            return objective.term_sums(params, batch, None), counts
+
+        def add(total, micro_batch):
+            sums = objective.term_sums(params, micro_batch, None)
+            return jax.tree.map(jnp.add, total, sums), None
+
+        micro = _split_micro_batches(batch, num_micro)
+        zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(
+            objective.term_sums, params, jax.tree.map(lambda x: x[0], micro), None))
+        sums, _ = jax.lax.scan(add, zeros, micro)
+        return sums, counts
     return eval_step
 
 
 @dataclass
 class ShardedStep:
-    """The train state's shardings and the compiled train/eval steps for one mesh."""
+    """The train state's shardings and the compiled train/eval steps for one mesh.
+
+    `train_jit` / `evaluate_jit` are the jitted functions themselves; they must be traced
+    under `mesh_context(mesh)`, which `train`, `evaluate` and `lower_*` do. `lower_*` build
+    the programs from shapes alone, so they also compile for devices that are only a
+    topology description (`lmscale plan`).
+    """
 
     mesh: Mesh
+    abstract_state: TrainState
     state_shardings: TrainState
-    train: Callable[[TrainState, Batch], tuple[TrainState, dict]]
-    evaluate: Callable[[Any, Batch], tuple[dict, dict]]
-    init: Callable[[jax.Array], TrainState]
+    batch_specs: dict[str, jax.ShapeDtypeStruct]  # global shapes, with their shardings
+    train_jit: Any
+    evaluate_jit: Any
+    init_jit: Any
+
+    def train(self, state: TrainState, batch: Batch) -> tuple[TrainState, dict]:
+        with mesh_context(self.mesh):
+            return self.train_jit(state, batch)
+
+    def evaluate(self, params, batch: Batch) -> tuple[dict, dict]:
+        with mesh_context(self.mesh):
+            return self.evaluate_jit(params, batch)
+
+    def init(self, rng: jax.Array) -> TrainState:
+        with mesh_context(self.mesh):
+            return self.init_jit(rng)
+
+    def lower_train(self):
+        state = jax.tree.map(_with_sharding, self.abstract_state, self.state_shardings)
+        with mesh_context(self.mesh):
+            return self.train_jit.lower(state, self.batch_specs)
+
+    def lower_evaluate(self):
+        params = jax.tree.map(_with_sharding, self.abstract_state.params,
+                              self.state_shardings.params)
+        rows = next(iter(self.batch_specs.values())).shape[0]
+        weight = jax.ShapeDtypeStruct((rows,), jnp.float32,
+                                      sharding=batch_sharding(self.mesh, 1))
+        with mesh_context(self.mesh):
+            return self.evaluate_jit.lower(params, self.batch_specs | {"example_weight": weight})
 
     def global_batch(self, local_batch: dict[str, np.ndarray]) -> Batch:
         """Host-local rows (this process's share) -> one global array per key."""
         return {k: jax.make_array_from_process_local_data(batch_sharding(self.mesh, np.ndim(v)),
                                                           as_device_dtype(v))
                 for k, v in local_batch.items()}
+
+
+def _with_sharding(shape: jax.ShapeDtypeStruct, sharding: NamedSharding) -> jax.ShapeDtypeStruct:
+    return jax.ShapeDtypeStruct(shape.shape, shape.dtype, sharding=sharding)
 
 
 def as_device_dtype(x) -> np.ndarray:
@@ -117,9 +181,14 @@ def as_device_dtype(x) -> np.ndarray:
 
 def state_shardings(objective, optimizer, example_batch: Batch,
                     mesh: Mesh) -> tuple[TrainState, TrainState]:
-    """(abstract unboxed state, its NamedShardings) from the model's logical axis names."""
+    """(abstract unboxed state, its NamedShardings) from the model's logical axis names.
+
+    Only shapes are computed (the key is made inside the trace): nothing runs on the mesh's
+    devices, which may be a topology description with no device behind it.
+    """
     with mesh_context(mesh):
-        boxed = jax.eval_shape(objective.init, jax.random.key(0), example_batch)
+        boxed = jax.eval_shape(lambda batch: objective.init(jax.random.key(0), batch),
+                               example_batch)
     param_shardings = logical_to_sharding(nn.get_partition_spec(boxed), mesh)
     params = nn.unbox(boxed)
     opt_state = jax.eval_shape(optimizer.init, params)
@@ -137,33 +206,37 @@ def state_shardings(objective, optimizer, example_batch: Batch,
 
 def build_sharded_step(objective, optimizer, schedule, mesh: Mesh, example_batch: Batch,
                        grad_accum_steps: int = 1, dropout_seed: int = 0) -> ShardedStep:
-    _, shardings = state_shardings(objective, optimizer, example_batch, mesh)
-    batch_shardings = {k: batch_sharding(mesh, np.ndim(v)) for k, v in example_batch.items()}
+    """`example_batch` gives the global batch's keys, shapes and dtypes (arrays or
+    `jax.ShapeDtypeStruct`s); its values are not used."""
+    shapes = {k: jax.ShapeDtypeStruct(np.shape(v), _device_dtype(v))
+              for k, v in example_batch.items()}
+    abstract, shardings = state_shardings(objective, optimizer, shapes, mesh)
+    batch_shardings = {k: batch_sharding(mesh, len(v.shape)) for k, v in shapes.items()}
+    batch_specs = {k: _with_sharding(v, batch_shardings[k]) for k, v in shapes.items()}
     metric_sharding = replicated(mesh)
 
-    shapes = {k: (np.shape(v), as_device_dtype(v).dtype) for k, v in example_batch.items()}
-
     def init_state(rng):
-        zeros = {k: jnp.zeros(shape, dtype) for k, (shape, dtype) in shapes.items()}
+        zeros = {k: jnp.zeros(v.shape, v.dtype) for k, v in shapes.items()}
         params = nn.unbox(objective.init(rng, zeros))
         return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                           opt_state=optimizer.init(params))
 
-    train = jax.jit(make_train_step(objective, optimizer, schedule, grad_accum_steps, dropout_seed),
-                    in_shardings=(shardings, batch_shardings),
+    step = make_train_step(objective, optimizer, schedule, grad_accum_steps, dropout_seed,
+                           shardings.params)
+    train = jax.jit(step, in_shardings=(shardings, batch_shardings),
                     out_shardings=(shardings, metric_sharding), donate_argnums=0)
     # Evaluation batches also carry `example_weight` (see `loop.evaluate`).
     eval_batch_shardings = batch_shardings | {"example_weight": batch_sharding(mesh, 1)}
-    evaluate = jax.jit(make_eval_step(objective),
+    evaluate = jax.jit(make_eval_step(objective, grad_accum_steps),
                        in_shardings=(shardings.params, eval_batch_shardings),
                        out_shardings=metric_sharding)
     init = jax.jit(init_state, out_shardings=shardings)
+    return ShardedStep(mesh=mesh, abstract_state=abstract, state_shardings=shardings,
+                       batch_specs=batch_specs, train_jit=train, evaluate_jit=evaluate,
+                       init_jit=init)
 
-    def in_mesh(fn):
-        def run(*args):
-            with mesh_context(mesh):
-                return fn(*args)
-        return run
 
-    return ShardedStep(mesh=mesh, state_shardings=shardings, train=in_mesh(train),
-                       evaluate=in_mesh(evaluate), init=in_mesh(init))
+def _device_dtype(x) -> np.dtype:
+    if isinstance(x, jax.ShapeDtypeStruct):
+        return np.dtype(x.dtype)
+    return as_device_dtype(x).dtype

@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from lmscale.scaling.flops import param_count
+from lmscale.flops import param_count
 from lmscale.scaling.history import HISTORY, history_table
 
 BY_NAME = {m.name: m for m in HISTORY}

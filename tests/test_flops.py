@@ -3,7 +3,7 @@
 import pytest
 
 from lmscale.errors import InputError
-from lmscale.scaling.flops import (
+from lmscale.flops import (
     EncoderDecoderShape,
     TransformerShape,
     encoder_decoder_param_count,

@@ -1,0 +1,95 @@
+"""`lmscale plan --search`: the mesh, remat policy and micro-batching that fit a target,
+ranked by estimated step time.
+
+For every valid tensor size and split of the rest between `data` and `fsdp` (pure FSDP,
+and pure data parallelism when the replicated state can fit), and every remat policy, the
+fewest micro-batches that fit are found: memory is read from the compiled program, and
+accumulation only slows a step that already fits. Each candidate is a full `plan`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import ml_collections
+
+from lmscale.models.config import tensor_parallel_sizes
+from lmscale.parallel.topology import Target, topology_devices
+from lmscale.plan.planner import Plan, PlanDoesNotFit, plan
+from lmscale.plan.recipe import model_config
+
+SEARCH_REMAT = ("none", "dots_no_batch", "full")
+ADAM_BYTES_PER_PARAM = 12  # float32 parameters and two moments
+
+
+@dataclass(frozen=True)
+class Candidate:
+    data: int
+    fsdp: int
+    tensor: int
+    remat_policy: str
+    grad_accum_steps: int
+
+    def apply(self, config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+        c = ml_collections.ConfigDict(config.to_dict())
+        c.mesh.data, c.mesh.fsdp, c.mesh.tensor = self.data, self.fsdp, self.tensor
+        c.model.remat_policy = self.remat_policy
+        c.train.grad_accum_steps = self.grad_accum_steps
+        return c
+
+
+@dataclass(frozen=True)
+class Outcome:
+    candidate: Candidate
+    plan: Plan | None
+    reason: str  # why it does not fit, when plan is None
+
+
+def meshes(devices: int, tensor_sizes: list[int], params: int,
+           hbm_bytes: int) -> list[tuple[int, int, int]]:
+    result = []
+    for tensor in tensor_sizes:
+        if devices % tensor:
+            continue
+        rest = devices // tensor
+        result.append((1, rest, tensor))
+        replicated = ADAM_BYTES_PER_PARAM * params / tensor
+        if rest > 1 and replicated < hbm_bytes:
+            result.append((rest, 1, tensor))
+    return result
+
+
+def search(config: ml_collections.ConfigDict, target: Target, params: int,
+           max_tensor: int = 8, progress=None) -> list[Outcome]:
+    """Every candidate's outcome, fitting plans first and fastest first."""
+    devices = topology_devices(target)
+    tensor_sizes = [t for t in tensor_parallel_sizes(model_config(config, 1)) if t <= max_tensor]
+    batch = config.train.batch_size
+    outcomes = []
+    for data, fsdp, tensor in meshes(len(devices), tensor_sizes, params, target.chip.hbm_bytes):
+        ways = data * fsdp
+        splits = [a for a in _powers_of_two(batch) if batch % a == 0 and (batch // a) % ways == 0]
+        for remat in SEARCH_REMAT:
+            for accum in splits:
+                candidate = Candidate(data, fsdp, tensor, remat, accum)
+                if progress:
+                    progress(candidate)
+                try:
+                    result = plan(candidate.apply(config), target, devices, compile_eval=False)
+                except PlanDoesNotFit as err:
+                    outcomes.append(Outcome(candidate, None, str(err).split(" (")[0]))
+                    continue
+                if result.fits:
+                    outcomes.append(Outcome(candidate, result, ""))
+                    break
+                outcomes.append(Outcome(candidate, None, "exceeds HBM"))
+    return sorted(outcomes, key=lambda o: (o.plan is None,
+                                           o.plan.step_seconds if o.plan else 0.0))
+
+
+def _powers_of_two(limit: int) -> list[int]:
+    result, n = [], 1
+    while n <= limit:
+        result.append(n)
+        n *= 2
+    return result
