@@ -14,18 +14,29 @@ from lmscale.errors import InputError
 
 
 def _load_config(path: str, overrides: list[str], template=None):
-    """`template(preset)` gives every valid key (default: the pretraining config)."""
+    """`template(preset)` gives every valid key (default: the pretraining config). A
+    `mesh.tensor` size the model's heads or MLP width cannot be split over is refused here
+    (unless it is -1, or the shape comes from `init.checkpoint`)."""
     from lmscale.config import apply_overrides, check_keys, load_config_file
+    from lmscale.models.config import ModelConfig, check_tensor_parallel
     from lmscale.train.defaults import pretrain_config
 
     config = load_config_file(path)
     if "model" in config and "preset" in config.model:
         check_keys(config, (template or pretrain_config)(config.model.preset))
     apply_overrides(config, overrides)
+    tensor = config.get("mesh", {}).get("tensor", 1)
+    from_checkpoint = bool(config.get("init", {}).get("checkpoint"))
+    if "model" in config and tensor > 1 and not from_checkpoint:
+        check_tensor_parallel(ModelConfig.from_dict(config.model.to_dict()), tensor)
     return config
 
 
 def _count_params(config) -> dict:
+    """Counts of the real vocabulary (the published sizes), and `padding`: the extra
+    vocabulary rows' parameters at the config's `mesh.tensor` (1 when it is -1)."""
+    import dataclasses
+
     import flax.linen as nn
     import jax
     import jax.numpy as jnp
@@ -33,19 +44,28 @@ def _count_params(config) -> dict:
 
     from lmscale.models import GPT, BertModel, ModelConfig
 
+    def counts(cfg: ModelConfig) -> tuple[int, int]:
+        ids = jnp.zeros((1, 8), jnp.int32)
+        if cfg.family == "gpt":
+            shapes = jax.eval_shape(lambda: GPT(cfg).init(jax.random.key(0), ids))
+        else:  # encoder + pooler: what BERT's published sizes count
+            shapes = jax.eval_shape(lambda: BertModel(cfg).init(jax.random.key(0), ids, ids,
+                                                                ids))
+        total = embedding = 0
+        for path, leaf in jax.tree_util.tree_flatten_with_path(nn.unbox(shapes))[0]:
+            size = int(np.prod(leaf.shape))
+            total += size
+            if jax.tree_util.keystr(path).endswith("['embedding']"):
+                embedding += size
+        return total, embedding
+
     cfg = ModelConfig.from_dict(config.model.to_dict())
-    ids = jnp.zeros((1, 8), jnp.int32)
-    if cfg.family == "gpt":
-        shapes = jax.eval_shape(lambda: GPT(cfg).init(jax.random.key(0), ids))
-    else:  # encoder + pooler: what BERT's published sizes count
-        shapes = jax.eval_shape(lambda: BertModel(cfg).init(jax.random.key(0), ids, ids, ids))
-    total = embedding = 0
-    for path, leaf in jax.tree_util.tree_flatten_with_path(nn.unbox(shapes))[0]:
-        size = int(np.prod(leaf.shape))
-        total += size
-        if jax.tree_util.keystr(path).endswith("['embedding']"):
-            embedding += size
-    return {"total": total, "embedding": embedding, "non_embedding": total - embedding}
+    tensor = max(1, config.get("mesh", {}).get("tensor", 1))
+    padded = cfg.for_tensor_parallel(tensor)
+    total, embedding = counts(dataclasses.replace(cfg, vocab_multiple=1))
+    return {"total": total, "embedding": embedding, "non_embedding": total - embedding,
+            "padding": counts(padded)[0] - total, "padded_vocab_size": padded.padded_vocab_size,
+            "tensor": tensor}
 
 
 def cmd_pretrain(args, overrides) -> int:
@@ -75,8 +95,13 @@ def cmd_data_prepare(args, overrides) -> int:
 def cmd_params(args, overrides) -> int:
     config = _load_config(args.config, overrides)
     counts = _count_params(config)
+    padding = ""
+    if counts["padding"]:
+        padding = (f" (+ {counts['padding']:,} vocabulary padding: "
+                   f"{counts['padded_vocab_size']:,} rows at mesh.tensor={counts['tensor']})")
     print(f"{config.name}: {counts['total']:,} parameters "
-          f"({counts['embedding']:,} embedding, {counts['non_embedding']:,} non-embedding)")
+          f"({counts['embedding']:,} embedding, {counts['non_embedding']:,} non-embedding)"
+          + padding)
     return 0
 
 
@@ -93,6 +118,49 @@ def cmd_bench(args, overrides) -> int:
     print(f"  model TFLOP/s {r.model_flops_per_sec / 1e12:.3f}  peak "
           f"{r.peak_flops_per_sec / 1e12:.3f}  MFU {r.mfu:.1%}")
     return 0
+
+
+def cmd_plan(args, overrides) -> int:
+    # Compiling for a TPU topology needs no accelerator; keep JAX off any local one.
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    from lmscale.config import load_config_file
+    from lmscale.parallel.topology import parse_target
+    from lmscale.plan.planner import plan
+    from lmscale.plan.recipe import config_kind
+    from lmscale.plan.report import plan_json, plan_text, search_text
+
+    config = _load_config(args.config, overrides,
+                          _template_for(config_kind(load_config_file(args.config))))
+    target = parse_target(args.target, args.slices)
+    if args.search:
+        from lmscale.plan.search import search
+
+        params = _count_params(config)["total"]
+        outcomes = search(config, target, params, progress=lambda c: print(
+            f"  trying {c}", file=sys.stderr, flush=True))
+        print(search_text(outcomes))
+        return 0 if any(o.plan for o in outcomes) else 2
+    result = plan(config, target, compile_eval=not args.no_eval)
+    print(json.dumps(plan_json(result), indent=2) if args.json else plan_text(result))
+    if not result.fits:
+        print(f"lmscale: error: does not fit: {result.binding.peak_bytes:,} bytes per device "
+              f"needed, {result.hbm_bytes:,} available", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _template_for(kind: str):
+    """The config template (every valid key) of a pretraining or fine-tuning config."""
+    if kind == "squad":
+        from lmscale.tasks.squad import squad_template
+        return squad_template
+    if kind == "classify":
+        from lmscale.tasks.classify import classify_template
+        return classify_template
+    if kind == "lm":
+        from lmscale.tasks.lm_finetune import lm_finetune_template
+        return lm_finetune_template
+    return None
 
 
 def cmd_tokenizer_train(args, overrides) -> int:
@@ -280,6 +348,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--peak-tflops", type=float, default=0.0,
                    help="per-device peak for MFU (default: measured with a large matmul)")
     p.set_defaults(run=cmd_bench)
+
+    p = with_config(verbs.add_parser(
+        "plan", help="compile a config's step for a Cloud TPU slice: memory, FLOPs, "
+        "collectives, estimated speed"))
+    p.add_argument("--target", required=True,
+                   help="Cloud TPU accelerator type: v4-32, v5litepod-16 (= v5e-16), v5p-128, "
+                   "v6e-64, v2-8, v3-8, ...")
+    p.add_argument("--slices", type=int, default=1, help="number of such slices (multislice)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--search", action="store_true",
+                   help="try meshes, remat policies and micro-batch splits; rank those that fit")
+    p.add_argument("--no-eval", action="store_true", help="skip compiling the eval step")
+    p.set_defaults(run=cmd_plan)
 
     tok = verbs.add_parser("tokenizer", help="tokenizers").add_subparsers(dest="sub", required=True)
     p = tok.add_parser("train", help="train a SentencePiece model")

@@ -4,11 +4,14 @@ A Hugging Face `BertModel` stores one tensor per layer with PyTorch `Linear` lay
 ([out, in]); lmscale scans its layers, so each per-layer tensor becomes one slice of a
 stacked array with a leading layer axis, and attention kernels are split per head
 ([d, heads, head_dim], output [heads, head_dim, d]). Every transform here is a transpose or
-reshape, so conversion is exact in both directions.
+reshape, so conversion is exact in both directions. Hugging Face stores the vocabulary
+unpadded: import pads the word embeddings and MLM bias with zero rows to the config's padded
+size (`vocab_multiple` 1 for a config read from config.json), export cuts the padding off.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Callable
@@ -18,6 +21,7 @@ import numpy as np
 
 from lmscale.errors import InputError
 from lmscale.models.config import ModelConfig
+from lmscale.models.vocab import fit_vocab, unpad_vocab
 
 Params = dict  # {"params": {"bert": {...}, optional heads}}, numpy leaves
 
@@ -104,7 +108,8 @@ class ConvertedBert:
 
 
 def config_from_hf(hf: dict) -> ModelConfig:
-    """lmscale shape from a transformers `BertConfig` dict; unsupported variants are errors."""
+    """lmscale shape from a transformers `BertConfig` dict; unsupported variants are errors.
+    The vocabulary is unpadded, as stored (`for_tensor_parallel` pads it for a mesh)."""
     if hf.get("model_type", "bert") != "bert":
         raise InputError(f"config.json has model_type {hf.get('model_type')!r}; only BERT "
                          "checkpoints (model_type 'bert') can be converted")
@@ -123,7 +128,7 @@ def config_from_hf(hf: dict) -> ModelConfig:
             dropout=hf.get("hidden_dropout_prob", 0.1),
             attention_dropout=hf.get("attention_probs_dropout_prob", 0.1),
             layer_norm_eps=hf.get("layer_norm_eps", 1e-12),
-            initializer_range=hf.get("initializer_range", 0.02))
+            initializer_range=hf.get("initializer_range", 0.02), vocab_multiple=1)
     except KeyError as err:
         raise InputError(f"config.json lacks {err.args[0]!r}; is this a BERT config?") from None
 
@@ -167,7 +172,8 @@ def _normalise_names(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def params_from_hf(tensors: dict[str, np.ndarray], cfg: ModelConfig) -> ConvertedBert:
-    """lmscale parameters from Hugging Face tensors; the encoder must be complete."""
+    """lmscale parameters from Hugging Face tensors; the encoder must be complete. The
+    vocabulary is zero-padded to `cfg.padded_vocab_size` rows."""
     tensors = _normalise_names(tensors)
     bert: dict = {}
 
@@ -200,8 +206,8 @@ def params_from_hf(tensors: dict[str, np.ndarray], cfg: ModelConfig) -> Converte
                 take(name, path, transform, params)
         else:
             absent.append(head)
-    _check_shapes(params, cfg)
-    return ConvertedBert(cfg, {"params": params}, absent)
+    _check_shapes(params, dataclasses.replace(cfg, vocab_multiple=1))  # as the file has them
+    return ConvertedBert(cfg, fit_vocab({"params": params}, cfg), absent)
 
 
 def _check_shapes(params: dict, cfg: ModelConfig) -> None:
@@ -225,8 +231,9 @@ def _check_shapes(params: dict, cfg: ModelConfig) -> None:
 
 def params_to_hf(params: Params, cfg: ModelConfig) -> tuple[dict[str, np.ndarray], str]:
     """(Hugging Face tensors, architecture name): `BertModel` names for an encoder alone,
-    `BertForPreTraining` names ("bert." prefix, `cls.*`) when both heads are present."""
-    tree = params["params"]
+    `BertForPreTraining` names ("bert." prefix, `cls.*`) when both heads are present. The
+    vocabulary padding is cut off."""
+    tree = unpad_vocab(params, cfg)["params"]
     bert = tree["bert"]
     with_heads = all(_get(tree, path) is not None
                      for entries in HEADS.values() for _, path, _ in entries)

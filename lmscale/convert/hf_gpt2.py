@@ -6,10 +6,14 @@ stacked array per parameter, leading layer axis) and keeps attention kernels per
 ([d, heads, head_dim]; output [heads, head_dim, d]). Every transform is a split, concat or
 reshape, so conversion is exact both ways. The LM head is tied to the token embedding in
 both codebases (transformers drops `lm_head.weight` from saved files for that reason).
+Hugging Face stores the vocabulary unpadded: import pads `wte` with zero rows to the
+config's padded size (`vocab_multiple` 1 for a config read from config.json), export cuts
+the padding off.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass
@@ -19,6 +23,7 @@ import numpy as np
 from lmscale.convert.hf_bert import read_hf_tensors
 from lmscale.errors import InputError
 from lmscale.models.config import ModelConfig
+from lmscale.models.vocab import fit_vocab, unpad_vocab
 
 Params = dict  # {"params": {"wte": ..., "wpe": ..., "blocks": ..., "ln_f": ...}}, numpy leaves
 ARCHITECTURE = "GPT2LMHeadModel"
@@ -53,7 +58,8 @@ class ConvertedGPT2:
 
 
 def config_from_hf(hf: dict) -> ModelConfig:
-    """lmscale shape from a transformers `GPT2Config` dict; unsupported variants are errors."""
+    """lmscale shape from a transformers `GPT2Config` dict; unsupported variants are errors.
+    The vocabulary is unpadded, as stored (`for_tensor_parallel` pads it for a mesh)."""
     if hf.get("model_type") != "gpt2":
         raise InputError(f"config.json has model_type {hf.get('model_type')!r}, not 'gpt2'")
     activation = hf.get("activation_function", "gelu_new")
@@ -75,7 +81,7 @@ def config_from_hf(hf: dict) -> ModelConfig:
             d_ff=hf.get("n_inner") or 4 * d_model, dropout=hf.get("resid_pdrop", 0.1),
             attention_dropout=hf.get("attn_pdrop", 0.1),
             layer_norm_eps=hf.get("layer_norm_epsilon", 1e-5),
-            initializer_range=hf.get("initializer_range", 0.02))
+            initializer_range=hf.get("initializer_range", 0.02), vocab_multiple=1)
     except KeyError as err:
         raise InputError(f"config.json lacks {err.args[0]!r}; is this a GPT-2 config?") from None
 
@@ -105,7 +111,8 @@ def _get(tree: dict, path: tuple[str, ...]) -> np.ndarray:
 
 
 def params_from_hf(tensors: dict[str, np.ndarray], cfg: ModelConfig) -> Params:
-    """lmscale GPT parameters from `GPT2LMHeadModel` or `GPT2Model` tensors."""
+    """lmscale GPT parameters from `GPT2LMHeadModel` or `GPT2Model` tensors, the
+    vocabulary zero-padded to `cfg.padded_vocab_size` rows."""
     tensors = {k.removeprefix("transformer."): np.asarray(v, np.float32)
                for k, v in tensors.items()}
     head = tensors.pop("lm_head.weight", None)
@@ -137,8 +144,8 @@ def params_from_hf(tensors: dict[str, np.ndarray], cfg: ModelConfig) -> Params:
         _set(tree, ("blocks", "attn", name, "bias"), c_attn_b[:, columns].reshape(-1, h, hd))
     _set(tree, ("blocks", "attn", "out", "kernel"),
          stack("attn.c_proj.weight").reshape(-1, h, hd, d))
-    _check_shapes(tree, cfg)
-    return {"params": tree}
+    _check_shapes(tree, dataclasses.replace(cfg, vocab_multiple=1))  # as the file has them
+    return fit_vocab({"params": tree}, cfg)
 
 
 def _check_shapes(tree: dict, cfg: ModelConfig) -> None:
@@ -161,8 +168,9 @@ def _check_shapes(tree: dict, cfg: ModelConfig) -> None:
 
 
 def params_to_hf(params: Params, cfg: ModelConfig) -> dict[str, np.ndarray]:
-    """`GPT2LMHeadModel` tensors (tied head not stored, as transformers saves it)."""
-    tree = params["params"]
+    """`GPT2LMHeadModel` tensors (tied head not stored, as transformers saves it), the
+    vocabulary padding cut off."""
+    tree = unpad_vocab(params, cfg)["params"]
     out: dict[str, np.ndarray] = {}
     for name, path in TOP:
         out[f"transformer.{name}"] = _get(tree, path)

@@ -2,8 +2,10 @@
 
 An lmscale pretrained directory holds
 
-    model_config.json   the `ModelConfig` fields
-    params/             the parameter tree, an Orbax StandardCheckpointer checkpoint
+    model_config.json   the `ModelConfig` fields (`vocab_multiple` 1)
+    params/             the parameter tree, an Orbax StandardCheckpointer checkpoint, with
+                        the vocabulary unpadded, so that an export does not depend on the
+                        tensor-parallel size it was trained or will run at
     vocab.txt, tokenizer.json, ... or spm.model   the tokenizer the ids belong to
 
 `lmscale convert hf` and `lmscale export` write it; `load_pretrained` reads it, and also an
@@ -29,7 +31,8 @@ from lmscale.convert.hf_gpt2 import read_hf_gpt2, write_hf_gpt2
 from lmscale.convert.spm_to_hf import write_hf_tokenizer
 from lmscale.data.tokenizer import SentencePieceTokenizer, Tokenizer, load_tokenizer
 from lmscale.errors import InputError
-from lmscale.models.config import ModelConfig
+from lmscale.models.config import ModelConfig, check_tensor_parallel
+from lmscale.models.vocab import fit_vocab, unpad_vocab
 from lmscale.train.checkpoint import Checkpointer
 
 log = logging.getLogger(__name__)
@@ -46,18 +49,22 @@ GPT2_BPE_FILES = ("vocab.json", "merges.txt")
 @dataclass(frozen=True)
 class Pretrained:
     config: ModelConfig
-    params: dict  # {"params": {...}} (BERT: "bert" + optional heads; GPT), numpy leaves
+    # {"params": {...}} (BERT: "bert" + optional heads; GPT), numpy leaves; the vocabulary
+    # has exactly `config.padded_vocab_size` rows.
+    params: dict
     tokenizer: Tokenizer
     tokenizer_files: list[str]  # paths that define the tokenizer, copied on export
 
 
 def save_pretrained(out_dir: str, config: ModelConfig, params: dict,
                     tokenizer_files: list[str]) -> None:
-    """Write the lmscale pretrained format (see the module docstring)."""
+    """Write the lmscale pretrained format (see the module docstring); `params` may have
+    the vocabulary padded to any size, the export holds it unpadded."""
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, MODEL_CONFIG), "w", encoding="utf-8") as f:
-        json.dump(dataclasses.asdict(config), f, indent=2)
-    host_params = jax.tree.map(np.asarray, params)
+        json.dump(dataclasses.asdict(dataclasses.replace(config, vocab_multiple=1)), f,
+                  indent=2)
+    host_params = unpad_vocab(jax.tree.map(np.asarray, params), config)
     with ocp.StandardCheckpointer() as checkpointer:
         checkpointer.save(os.path.abspath(os.path.join(out_dir, PARAMS_DIR)), host_params,
                           force=True)
@@ -113,9 +120,14 @@ def _load_pretrain_run(directory: str, run_config: dict) -> tuple[ModelConfig, d
     return config, params, files
 
 
-def load_pretrained(directory: str) -> Pretrained:
+def load_pretrained(directory: str, tensor: int | None = None) -> Pretrained:
     """Config, parameters and tokenizer of an lmscale export, an `lmscale pretrain` run
-    directory, or a Hugging Face BERT or GPT-2 checkpoint directory."""
+    directory, or a Hugging Face BERT or GPT-2 checkpoint directory.
+
+    The vocabulary comes unpadded (`vocab_multiple` 1), whatever padding the source has;
+    with `tensor`, padded for that many tensor-parallel devices instead
+    (`ModelConfig.for_tensor_parallel`, zero rows added). Either way `params` fit `config`.
+    """
     if not os.path.isdir(directory):
         raise InputError(f"pretrained checkpoint {directory!r} is not a directory")
     config_file = os.path.join(directory, "config.json")
@@ -134,6 +146,12 @@ def load_pretrained(directory: str) -> Pretrained:
         raise InputError(f"{directory!r} is neither an lmscale export ({MODEL_CONFIG}), an "
                          "lmscale pretrain run (config.json + checkpoints/) nor a Hugging Face "
                          "checkpoint (config.json + model.safetensors)")
+    if tensor is None:
+        config = dataclasses.replace(config, vocab_multiple=1)
+    else:
+        check_tensor_parallel(config, tensor)
+        config = config.for_tensor_parallel(tensor)
+    params = fit_vocab(params, config)
     tokenizer = _tokenizer_from_files(files, directory)
     check_vocab_sizes(config, tokenizer, directory)
     return Pretrained(config, params, tokenizer, files)

@@ -2,7 +2,9 @@
 
 The batch for step s is a pure function of (examples, seed, s): resuming needs no seek and
 reproduces the same data order. Examples are globally shuffled with a fresh permutation
-each epoch; element k of the global order goes to process k % process_count.
+each epoch; row r of global batch s is element s * global_batch_size + r of that order.
+Which rows a process reads is decided by where the mesh puts them
+(`lmscale.parallel.mesh.process_batch_rows`), never by the order itself.
 """
 
 from __future__ import annotations
@@ -36,34 +38,36 @@ class ArrayExamples:
 class StepBatches:
     """`batches[step]` -> this process's rows of the global batch for that step."""
 
-    def __init__(self, source, global_batch_size: int, seed: int, process_index: int = 0,
-                 process_count: int = 1, shuffle: bool = True):
+    def __init__(self, source, global_batch_size: int, seed: int,
+                 rows: np.ndarray | None = None, shuffle: bool = True):
+        """`rows`: which rows of each global batch to read, ascending (default: all)."""
         if len(source) == 0:
             raise InputError("the dataset has no examples")
-        if global_batch_size % process_count:
-            raise ConfigError(
-                f"train.batch_size ({global_batch_size}) must be divisible by the number of "
-                f"processes ({process_count})"
-            )
+        self.rows = (np.arange(global_batch_size) if rows is None
+                     else np.asarray(rows, dtype=np.int64))
+        if len(self.rows) == 0 or self.rows.min() < 0 or self.rows.max() >= global_batch_size:
+            raise ConfigError(f"rows {self.rows.tolist()} are not rows of a global batch of "
+                              f"{global_batch_size}")
         self.num_examples = len(source)
         self.global_batch_size = global_batch_size
-        self._process_index, self._process_count = process_index, process_count
         dataset = grain.MapDataset.source(source)
         if shuffle:
             dataset = dataset.shuffle(seed=seed)
-        dataset = dataset.repeat()[process_index::process_count]
-        self._batches = dataset.batch(global_batch_size // process_count)
+        self._examples = dataset.repeat()
 
     def __getitem__(self, step: int) -> dict[str, np.ndarray]:
-        return self._batches[step]
+        examples = [self._examples[int(i)] for i in self._global_order(step)]
+        return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
+
+    def _global_order(self, step: int) -> np.ndarray:
+        """[local rows] each row's position in the global order of examples."""
+        return step * self.global_batch_size + self.rows
 
     def first_pass_weights(self, step: int) -> np.ndarray:
         """[local rows] 1.0 for this process's rows of batch `step` that lie in the first
         pass over the examples, 0.0 for those that wrap around into the next one: one pass
         of evaluation then counts every example exactly once."""
-        local = self.global_batch_size // self._process_count
-        order = (step * local + np.arange(local)) * self._process_count + self._process_index
-        return (order < self.num_examples).astype(np.float32)
+        return (self._global_order(step) < self.num_examples).astype(np.float32)
 
     def epochs(self, steps: int) -> float:
         return steps * self.global_batch_size / self.num_examples

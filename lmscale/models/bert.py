@@ -14,6 +14,7 @@ from lmscale.models.config import ModelConfig
 from lmscale.models.layers import (
     MLP, Embed, LayerNorm, Projection, SelfAttention, constrain, stack_layers,
 )
+from lmscale.models.vocab import mask_padded_logits
 
 
 class BertBlock(nn.Module):
@@ -37,7 +38,7 @@ class BertModel(nn.Module):
 
     def setup(self):
         cfg = self.config
-        self.word_embeddings = Embed(cfg.vocab_size, cfg.d_model, ("vocab", "embed"),
+        self.word_embeddings = Embed(cfg.padded_vocab_size, cfg.d_model, ("vocab", "embed"),
                                      cfg.dtype, cfg.initializer_range)
         self.position_embeddings = Embed(cfg.max_len, cfg.d_model, ("positions", "embed"),
                                          cfg.dtype, cfg.initializer_range)
@@ -69,7 +70,8 @@ class BertForPretraining(nn.Module):
     @nn.compact
     def __call__(self, input_ids, token_type_ids, attention_mask, masked_lm_positions,
                  deterministic: bool = True):
-        """Returns (MLM logits [batch, predictions, vocab], NSP logits [batch, 2]), float32.
+        """Returns (MLM logits [batch, predictions, padded vocab], NSP logits [batch, 2]),
+        float32; MLM columns from `config.vocab_size` on are masked padding.
 
         MLM logits are computed only at `masked_lm_positions`, as the original BERT code
         does, which saves the vocabulary projection for the other 85% of tokens.
@@ -84,8 +86,9 @@ class BertForPretraining(nn.Module):
         # Output weights tied to the word embeddings, plus a per-token bias (BERT's
         # `output_bias`).
         mlm_bias = self.param("mlm_bias", nn.with_logical_partitioning(
-            nn.initializers.zeros, ("vocab",)), (cfg.vocab_size,), jnp.float32)
-        mlm_logits = bert.word_embeddings.attend(h) + mlm_bias
-        nsp_logits = Projection((2,), ("embed", None), cfg.dtype,
-                                init_std=cfg.initializer_range, name="nsp")(pooled)
-        return mlm_logits, nsp_logits.astype(jnp.float32)
+            nn.initializers.zeros, ("vocab",)), (cfg.padded_vocab_size,), jnp.float32)
+        mlm_logits = mask_padded_logits(bert.word_embeddings.attend(h) + mlm_bias,
+                                        cfg.vocab_size)
+        nsp_logits = Projection((2,), ("embed", None), cfg.dtype, init_std=cfg.initializer_range,
+                                out_dtype=jnp.float32, name="nsp")(pooled)
+        return mlm_logits, nsp_logits

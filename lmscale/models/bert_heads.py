@@ -28,7 +28,7 @@ class BertForQuestionAnswering(nn.Module):
         hidden, _ = BertModel(cfg, name="bert")(input_ids, token_type_ids, attention_mask,
                                                 deterministic)
         logits = Projection((2,), ("embed", None), cfg.dtype, init_std=cfg.initializer_range,
-                            name="span")(hidden).astype(jnp.float32)  # [batch, length, 2]
+                            out_dtype=jnp.float32, name="span")(hidden)  # [batch, length, 2]
         return logits[..., 0], logits[..., 1]
 
 
@@ -46,6 +46,6 @@ class BertForSequenceClassification(nn.Module):
         _, pooled = BertModel(cfg, name="bert")(input_ids, token_type_ids, attention_mask,
                                                 deterministic)
         pooled = nn.Dropout(cfg.dropout, deterministic=deterministic)(pooled)
-        logits = Projection((self.num_labels,), ("embed", None), cfg.dtype,
-                            init_std=cfg.initializer_range, name="classifier")(pooled)
-        return logits.astype(jnp.float32)
+        return Projection((self.num_labels,), ("embed", None), cfg.dtype,
+                          init_std=cfg.initializer_range, out_dtype=jnp.float32,
+                          name="classifier")(pooled)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 import jax.numpy as jnp
@@ -11,6 +12,10 @@ from lmscale.errors import ConfigError
 
 FAMILIES = ("gpt", "bert")
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
+# Megatron-LM pads the vocabulary to a multiple of 128 x the tensor-parallel size, so that
+# every device's slice of the embedding table and of the logits is a multiple of 128 wide
+# (nanoGPT's 50,304 is GPT-2's 50,257 padded to 128).
+VOCAB_MULTIPLE = 128
 
 
 @dataclass(frozen=True)
@@ -30,8 +35,14 @@ class ModelConfig:
     layer_norm_eps: float = 1e-5
     compute_dtype: str = "float32"  # matmul inputs; accumulation is always float32
     remat_policy: str = "none"
+    # False unrolls the layer loop: the same parameters and program without the loop
+    # (compilers count a loop body once; `lmscale plan` unrolls to count every layer).
+    scan_layers: bool = True
     attention_impl: str = "xla"  # jax.nn.dot_product_attention: "xla", "cudnn" or "auto"
     initializer_range: float = 0.02
+    # Embedding rows (and logits) are padded to a multiple of this; the padded logits are
+    # masked, so outputs equal the unpadded model's. See `for_tensor_parallel`.
+    vocab_multiple: int = VOCAB_MULTIPLE
 
     def __post_init__(self):
         if self.family not in FAMILIES:
@@ -51,6 +62,8 @@ class ModelConfig:
             jnp.dtype(self.compute_dtype)
         except TypeError as err:
             raise ConfigError(f"model.compute_dtype {self.compute_dtype!r}: {err}") from err
+        if self.vocab_multiple < 1:
+            raise ConfigError(f"model.vocab_multiple must be >= 1, got {self.vocab_multiple}")
 
     @property
     def attention_dropout_rate(self) -> float:
@@ -64,6 +77,19 @@ class ModelConfig:
     def dtype(self) -> jnp.dtype:
         return jnp.dtype(self.compute_dtype)
 
+    @property
+    def padded_vocab_size(self) -> int:
+        """Rows of the embedding table and width of the logits: `vocab_size` rounded up to
+        a multiple of `vocab_multiple`. Rows past `vocab_size` are never looked up and their
+        logits are masked."""
+        return -(-self.vocab_size // self.vocab_multiple) * self.vocab_multiple
+
+    def for_tensor_parallel(self, tensor: int) -> ModelConfig:
+        """This shape with the vocabulary padded for `tensor` tensor-parallel devices
+        (Megatron's rule: a multiple of 128 x tensor), which split the vocabulary axis."""
+        _check_tensor_size(tensor)
+        return dataclasses.replace(self, vocab_multiple=VOCAB_MULTIPLE * tensor)
+
     @classmethod
     def from_dict(cls, values: dict) -> ModelConfig:
         names = {f.name for f in dataclasses.fields(cls)}
@@ -71,6 +97,29 @@ class ModelConfig:
         if unknown:
             raise ConfigError(f"unknown model fields {unknown}; valid: {sorted(names)}")
         return cls(**{k: v for k, v in values.items() if k in names})
+
+
+def tensor_parallel_sizes(cfg: ModelConfig) -> list[int]:
+    """Tensor-parallel sizes `cfg` allows: the common divisors of its head count and MLP
+    width, which are split over the `tensor` mesh axis (the vocabulary is padded instead)."""
+    common = math.gcd(cfg.num_heads, cfg.d_ff)
+    return [n for n in range(1, common + 1) if common % n == 0]
+
+
+def _check_tensor_size(tensor: int) -> None:
+    if tensor < 1:
+        raise ConfigError(f"a tensor-parallel size must be a positive device count, got "
+                          f"{tensor} (resolve mesh.tensor=-1 against the devices first)")
+
+
+def check_tensor_parallel(cfg: ModelConfig, tensor: int) -> None:
+    """Refuse a `mesh.tensor` size that does not divide the heads and the MLP width."""
+    _check_tensor_size(tensor)
+    if cfg.num_heads % tensor or cfg.d_ff % tensor:
+        sizes = ", ".join(map(str, tensor_parallel_sizes(cfg)))
+        raise ConfigError(
+            f"mesh.tensor={tensor} must divide model.num_heads ({cfg.num_heads}) and "
+            f"model.d_ff ({cfg.d_ff}), which are split over it; sizes that do: {sizes}")
 
 
 def _gpt2(d_model: int, num_layers: int, num_heads: int, **kw) -> dict:

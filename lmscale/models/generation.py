@@ -3,9 +3,11 @@
 Everything here is a pure function of arrays and runs inside one `jax.jit`: the prompt
 batch is left-padded to a fixed length, the loop is a `lax.while_loop` over a fixed-size
 token buffer, and the sampling settings are traced values, so neither new tokens nor new
-settings recompile. With `use_cache=False` each step re-runs the full forward pass over
-the whole buffer instead of reading the KV cache: the reference that the cache must equal
-and the baseline the benchmark compares against.
+settings recompile. The logits are as wide as the padded vocabulary (its padding masked,
+see `lmscale.models.vocab`), and draws depend only on the real vocabulary's logits: the
+same seed samples the same tokens whatever the padding. With `use_cache=False` each step
+re-runs the full forward pass over the whole buffer instead of reading the KV cache: the
+reference that the cache must equal and the baseline the benchmark compares against.
 """
 
 from __future__ import annotations
@@ -47,12 +49,20 @@ def filter_logits(logits: jax.Array, top_k: jax.Array, top_p: jax.Array) -> jax.
     return jnp.where(logits >= threshold, logits, -jnp.inf)
 
 
-def choose_tokens(logits: jax.Array, rng: jax.Array, sampling: dict[str, jax.Array]) -> jax.Array:
-    """logits [batch, vocab] -> token ids [batch]: argmax when temperature is 0, else a draw."""
+def choose_tokens(logits: jax.Array, rng: jax.Array, sampling: dict[str, jax.Array],
+                  vocab_size: int | None = None) -> jax.Array:
+    """logits [batch, padded vocab] -> token ids [batch]: argmax when temperature is 0, else
+    a draw. Columns from `vocab_size` (default: all columns are real) are padding."""
+    batch, width = logits.shape
+    vocab_size = width if vocab_size is None else vocab_size
     greedy = jnp.argmax(logits, axis=-1)
     temperature = jnp.maximum(sampling["temperature"], 1e-6)
     filtered = filter_logits(logits / temperature, sampling["top_k"], sampling["top_p"])
-    drawn = jax.random.categorical(rng, filtered, axis=-1)
+    # `jax.random.categorical` (argmax of logits + Gumbel noise), with noise drawn for the
+    # real vocabulary only, so that padding does not change which token a seed draws.
+    noise = jax.random.gumbel(rng, (batch, vocab_size), filtered.dtype)
+    noise = jnp.pad(noise, ((0, 0), (0, width - vocab_size)))
+    drawn = jnp.argmax(filtered + noise, axis=-1)
     return jnp.where(sampling["temperature"] > 0, drawn, greedy).astype(jnp.int32)
 
 
@@ -121,7 +131,8 @@ def generate_tokens(model: nn.Module, params, prompt_ids: jax.Array, prompt_mask
 
     def one_token(carry):
         step, memory, logits, tokens, done, lengths = carry
-        token = choose_tokens(logits, jax.random.fold_in(rng, step), sampling)
+        token = choose_tokens(logits, jax.random.fold_in(rng, step), sampling,
+                              model.config.vocab_size)
         token = jnp.where(done, 0, token)
         # `tokens` sits after `width` slots of -2 (never a token), so the window of the
         # last `width` new tokens is one fixed-size slice even in the first steps.

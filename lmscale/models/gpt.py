@@ -8,6 +8,7 @@ import jax.numpy as jnp
 
 from lmscale.models.config import ModelConfig
 from lmscale.models.layers import MLP, Embed, LayerNorm, SelfAttention, constrain, stack_layers
+from lmscale.models.vocab import mask_padded_logits
 
 
 class GPTBlock(nn.Module):
@@ -35,7 +36,9 @@ class GPT(nn.Module):
                  attention_mask: jax.Array | None = None,
                  segment_ids: jax.Array | None = None,
                  deterministic: bool = True, decode: bool = False) -> jax.Array:
-        """input_ids [batch, length] -> logits [batch, length, vocab] (float32).
+        """input_ids [batch, length] -> logits [batch, length, padded vocab] (float32);
+        the columns from `config.vocab_size` on are padding, masked to a large negative
+        value (see `lmscale.models.vocab`).
 
         `attention_mask` [batch, length] marks real tokens (left-padded batches); causal
         masking is always applied on top. `positions` [batch or 1, length] are per-row
@@ -50,7 +53,7 @@ class GPT(nn.Module):
         cfg = self.config
         if positions is None:
             positions = jnp.arange(input_ids.shape[1])[None, :]
-        wte = Embed(cfg.vocab_size, cfg.d_model, ("vocab", "embed"), cfg.dtype,
+        wte = Embed(cfg.padded_vocab_size, cfg.d_model, ("vocab", "embed"), cfg.dtype,
                     cfg.initializer_range, name="wte")
         wpe = Embed(cfg.max_len, cfg.d_model, ("positions", "embed"), cfg.dtype,
                     0.01, name="wpe")
@@ -67,4 +70,5 @@ class GPT(nn.Module):
                             decode=decode)(x, mask)
         x = LayerNorm(cfg.layer_norm_eps, cfg.dtype, name="ln_f")(x)
         logits = wte.attend(x)  # weight tying (GPT-2, as in Press & Wolf 2017)
+        logits = mask_padded_logits(logits, cfg.vocab_size)
         return constrain(logits, ("batch", "length", "act_vocab"))

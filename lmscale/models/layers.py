@@ -28,13 +28,18 @@ def constrain(x: jax.Array, axes: Axes) -> jax.Array:
 
 
 class Projection(nn.Module):
-    """y = x·W + b, contracting the last `contract` axes of x with the first of W."""
+    """y = x·W + b, contracting the last `contract` axes of x with the first of W.
+
+    The output has `out_dtype` (default: the compute dtype); output heads whose logits go
+    straight into a loss set it to float32, so that bf16 recipes do not round them.
+    """
 
     features: Sequence[int]
     kernel_axes: Axes
     dtype: jnp.dtype
     contract: int = 1
     init_std: float = 0.02
+    out_dtype: jnp.dtype | None = None
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -52,7 +57,7 @@ class Projection(nn.Module):
             ((x_axes, tuple(range(self.contract))), ((), ())),
             preferred_element_type=jnp.float32,
         )
-        return (y + bias).astype(self.dtype)
+        return (y + bias).astype(self.dtype if self.out_dtype is None else self.out_dtype)
 
 
 class LayerNorm(nn.Module):
@@ -236,6 +241,7 @@ def stack_layers(block_cls: type[nn.Module], config: ModelConfig, name: str, **b
         split_rngs={"params": True, "dropout": True},
         in_axes=(nn.broadcast,),
         length=config.num_layers,
+        unroll=True if not config.scan_layers else 1,
         metadata_params={nn.PARTITION_NAME: "layers"},
     )
     return scanned(config=config, name=name, **block_kwargs)

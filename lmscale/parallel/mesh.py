@@ -13,6 +13,8 @@ from typing import Any
 
 import flax.linen as nn
 import jax
+import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from lmscale.errors import ConfigError
@@ -88,6 +90,45 @@ def batch_sharding(mesh: Mesh, ndim: int) -> NamedSharding:
 
 def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
+
+
+def batch_rows_held(mesh: Mesh, global_batch_size: int, devices) -> np.ndarray:
+    """[rows] ascending: the rows of a `global_batch_size`-row batch laid out by
+    `batch_sharding` that any of `devices` holds."""
+    indices = batch_sharding(mesh, 1).devices_indices_map((global_batch_size,))
+    held: set[int] = set()
+    for device in devices:
+        held.update(range(*indices[device][0].indices(global_batch_size)))
+    return np.array(sorted(held), dtype=np.int64)
+
+
+def process_batch_rows(mesh: Mesh, global_batch_size: int) -> np.ndarray:
+    """[rows] ascending: the rows of every global batch this process must load, those its
+    devices hold. Processes whose devices are replicas of the same batch shards (the tensor
+    axis spanning hosts, or fewer data x fsdp shards than processes) load the same rows;
+    `jax.make_array_from_process_local_data` places them in this order."""
+    return batch_rows_held(mesh, global_batch_size, mesh.local_devices)
+
+
+def describe_rows(rows: np.ndarray) -> str:
+    """Ascending row indices as ranges: [0..7, 16..23] -> "0:8, 16:24"."""
+    breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+    return ", ".join(f"{run[0]}:{run[-1] + 1}" for run in np.split(rows, breaks) if len(run))
+
+
+def fetch_to_hosts(tree: Any) -> Any:
+    """Every leaf of a tree of arrays, whole, as numpy on every process.
+
+    `jax.device_get` cannot read an array with shards on other hosts (FSDP or tensor
+    parallelism across hosts); such leaves are first gathered to a replicated layout, one
+    leaf at a time, so devices hold at most one whole leaf beyond the sharded state. A
+    collective: every process must call it with the same tree.
+    """
+    def fetch(x):
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            return multihost_utils.process_allgather(x, tiled=True)
+        return np.asarray(jax.device_get(x))
+    return jax.tree.map(fetch, tree)
 
 
 @contextlib.contextmanager

@@ -10,6 +10,7 @@ with `slices`.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 from lmscale.errors import ConfigError
@@ -66,6 +67,8 @@ def parse_target(accelerator_type: str, slices: int = 1) -> Target:
 
 def topology_devices(target: Target) -> list:
     """The target's devices as a topology description (no hardware needed)."""
+    # libtpu otherwise holds a lock file that lets one process per machine use it.
+    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
     try:
         from jax.experimental import topologies
         bounds = tuple(min(b, g) for b, g in zip(target.chip.chips_per_host_bounds,

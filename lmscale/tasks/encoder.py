@@ -19,12 +19,12 @@ import numpy as np
 from lmscale.convert.pretrained import check_vocab_sizes, load_pretrained
 from lmscale.data.tokenizer import Tokenizer, load_tokenizer
 from lmscale.errors import ConfigError
-from lmscale.models.config import ModelConfig
+from lmscale.models.config import ModelConfig, check_tensor_parallel
 from lmscale.parallel.mesh import batch_sharding, data_parallel_size, mesh_context, replicated
 from lmscale.tasks.objectives import encoder_inputs
 from lmscale.train.finetune import FinetuneResult, FinetuneRun, finetune
 from lmscale.train.metrics import read_metrics
-from lmscale.train.throughput import flops_per_token
+from lmscale.train.throughput import encoder_flops_per_token
 
 # Fields a fine-tuning config may change on a pretrained model; the shape is the checkpoint's.
 RUNTIME_FIELDS = ("compute_dtype", "remat_policy", "attention_impl", "dropout",
@@ -42,8 +42,9 @@ def load_encoder(config: ml_collections.ConfigDict) -> Encoder:
     """The encoder named by `init.checkpoint`, or a fresh one of `model`'s shape with the
     tokenizer `task.tokenizer`. `config.model` is updated to the shape actually used, so the
     resolved config in the run directory tells the truth."""
+    tensor = max(config.mesh.tensor, 1)
     if config.init.checkpoint:
-        pretrained = load_pretrained(config.init.checkpoint)
+        pretrained = load_pretrained(config.init.checkpoint, tensor=tensor)
         runtime = {k: config.model[k] for k in RUNTIME_FIELDS}
         model_cfg = dataclasses.replace(pretrained.config, **runtime)
         encoder = Encoder(model_cfg, pretrained.params, pretrained.tokenizer)
@@ -53,9 +54,10 @@ def load_encoder(config: ml_collections.ConfigDict) -> Encoder:
                               "output, an lmscale pretrain run) or task.tokenizer to train "
                               "from scratch")
         tokenizer = load_tokenizer(config.task.tokenizer)
-        model_cfg = ModelConfig.from_dict(config.model.to_dict())
+        model_cfg = ModelConfig.from_dict(config.model.to_dict()).for_tensor_parallel(tensor)
         check_vocab_sizes(model_cfg, tokenizer, config.task.tokenizer)
         encoder = Encoder(model_cfg, None, tokenizer)
+    check_tensor_parallel(encoder.config, tensor)
     if encoder.config.family != "bert":
         raise ConfigError(f"{config.init.checkpoint!r} holds a {encoder.config.family} model; "
                           "this task fine-tunes BERT encoders")
@@ -74,13 +76,6 @@ def set_step_budget(config: ml_collections.ConfigDict, num_train_examples: int) 
         raise ConfigError("train.steps must be positive (or set train.epochs)")
     if config.task.warmup_fraction > 0:
         config.optimizer.warmup_steps = round(config.task.warmup_fraction * train.steps)
-
-
-def encoder_flops_per_token(cfg: ModelConfig, seq_len: int) -> int:
-    """Training FLOPs per token of an encoder with a span or label head: PaLM's 6N + 12LTd
-    less the vocabulary projection that `flops_per_token` counts for the MLM output layer
-    (fine-tuning heads never project onto the vocabulary; their own cost is negligible)."""
-    return flops_per_token(cfg, seq_len) - 6 * cfg.vocab_size * cfg.d_model
 
 
 @dataclass(frozen=True)

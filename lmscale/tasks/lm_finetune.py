@@ -25,6 +25,9 @@ from lmscale.data.prompt_completion import (
 )
 from lmscale.errors import ConfigError
 from lmscale.models import GPT
+from lmscale.models.config import check_tensor_parallel
+from lmscale.models.vocab import fit_vocab
+from lmscale.parallel.mesh import process_batch_rows
 from lmscale.tasks.decoder import load_decoder
 from lmscale.tasks.encoder import RUNTIME_FIELDS, set_step_budget, write_json
 from lmscale.train.defaults import finetune_config
@@ -65,6 +68,10 @@ def run_lm_finetune(config: ml_collections.ConfigDict, workdir: str) -> dict:
         raise ConfigError("set task.train_data and task.eval_data (JSONL prompt/completion)")
     runtime = {k: config.model[k] for k in RUNTIME_FIELDS}
     decoder = load_decoder(config.init.checkpoint, **runtime)
+    tensor = max(config.mesh.tensor, 1)
+    check_tensor_parallel(decoder.config, tensor)
+    padded = decoder.config.for_tensor_parallel(tensor)
+    decoder = dataclasses.replace(decoder, config=padded, params=fit_vocab(decoder.params, padded))
     if task.seq_len > decoder.config.max_len:
         raise ConfigError(f"task.seq_len ({task.seq_len}) exceeds the model's "
                           f"{decoder.config.max_len} positions")
@@ -89,7 +96,9 @@ def run_lm_finetune(config: ml_collections.ConfigDict, workdir: str) -> dict:
     seconds = time.perf_counter() - start
     copy_tokenizer_files(decoder.tokenizer_files, os.path.join(workdir, "tokenizer"))
 
-    batches = StepBatches(ArrayExamples(held_out), config.train.batch_size, 0, shuffle=False)
+    batches = StepBatches(ArrayExamples(held_out), config.train.batch_size, 0,
+                          process_batch_rows(result.sharded.mesh, config.train.batch_size),
+                          shuffle=False)
     every_batch = math.ceil(batches.num_examples / batches.global_batch_size)
     before_params = jax.device_put(decoder.params, result.sharded.state_shardings.params)
     before = evaluate(result.sharded, before_params, batches, every_batch, objective.loss_terms)

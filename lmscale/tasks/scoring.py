@@ -20,7 +20,7 @@ from jax.sharding import Mesh
 from lmscale.errors import InputError
 from lmscale.models import GPT
 from lmscale.parallel.mesh import batch_sharding, data_parallel_size, mesh_context
-from lmscale.tasks.generate import place_params
+from lmscale.tasks.generate import model_for_mesh, place_params
 
 LENGTH_MULTIPLE = 32
 
@@ -33,7 +33,9 @@ class Row:
 
 
 def _row_scores(model: GPT, params, input_ids, targets, weights):
-    logits = model.apply({"params": params}, input_ids)  # [b, t, vocab] float32
+    # [b, t, padded vocab] float32; the padding is masked, so it takes no probability and
+    # is never the argmax.
+    logits = model.apply({"params": params}, input_ids)
     logprobs = jax.nn.log_softmax(logits, axis=-1)
     target_logprobs = jnp.take_along_axis(logprobs, targets[..., None], axis=-1)[..., 0]
     is_argmax = jnp.argmax(logits, axis=-1) == targets
@@ -44,7 +46,7 @@ def _row_scores(model: GPT, params, input_ids, targets, weights):
 
 class Scorer:
     def __init__(self, model: GPT, params, mesh: Mesh, batch_size: int = 16):
-        self.model = model
+        self.model = model = model_for_mesh(model, mesh)
         self.mesh = mesh
         ways = data_parallel_size(mesh)
         self.batch_size = -(-batch_size // ways) * ways

@@ -13,9 +13,9 @@ import numpy as np
 from lmscale.models import ModelConfig
 from lmscale.parallel.mesh import make_mesh
 from lmscale.train.optimizer import OptimizerConfig, make_optimizer, make_schedule
-from lmscale.train.pretrain import check_batch_split, objective_for
+from lmscale.train.pretrain import check_batch_split, model_for_mesh, objective_for
 from lmscale.train.step import build_sharded_step
-from lmscale.train.throughput import flops_per_token, measure_peak_flops
+from lmscale.train import throughput
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,7 @@ def bench_train_step(config: ml_collections.ConfigDict, steps: int = 10, warmup:
     batch_size, seq_len = config.train.batch_size, config.data.seq_len
     mesh = make_mesh(config.mesh.to_dict())
     check_batch_split(batch_size, config.train.grad_accum_steps, mesh)
+    model_cfg = model_for_mesh(model_cfg, mesh)
     objective = objective_for(model_cfg)
     batch = synthetic_batch(model_cfg, batch_size, seq_len, config.data.max_predictions_per_seq)
     sharded = build_sharded_step(objective, make_optimizer(opt_cfg, 1000),
@@ -77,7 +78,9 @@ def bench_train_step(config: ml_collections.ConfigDict, steps: int = 10, warmup:
         times.append(time.perf_counter() - start)
     step_seconds = statistics.median(times)
     tokens = batch_size * seq_len
-    model_flops = tokens * flops_per_token(model_cfg, seq_len) / step_seconds
-    peak = (peak_flops_per_device or measure_peak_flops(model_cfg.compute_dtype)) * mesh.size
+    model_flops = throughput.pretrain_flops_per_step(
+        model_cfg, batch_size, seq_len, config.data.max_predictions_per_seq) / step_seconds
+    peak = (peak_flops_per_device
+            or throughput.peak_flops_per_device(model_cfg.compute_dtype)) * mesh.size
     return BenchResult(step_seconds, tokens / step_seconds, batch_size / step_seconds,
                        model_flops, peak, model_flops / peak, compile_seconds)

@@ -4,7 +4,8 @@ Saves are asynchronous and atomic (Orbax writes a temporary directory and rename
 every process has finished), so a step directory that exists is complete. Restore builds
 its target from the *current* mesh's shardings, so a run resumes on any mesh shape or
 process count. A latest checkpoint that cannot be read is reported and the previous one
-used.
+used. The vocabulary axis alone may differ (its padding depends on the tensor-parallel
+size, see `lmscale.models.vocab`): restore then cuts or zero-pads padding rows.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from lmscale.errors import InputError
+from lmscale.models.vocab import is_vocab_param
 from lmscale.train.state import TrainState
 
 log = logging.getLogger(__name__)
@@ -40,17 +42,37 @@ def _leaves_by_name(tree: Any) -> dict[str, Any]:
             for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
-def _shape_mismatches(stored_params: Any, target_params: Any) -> list[str]:
-    """'path: checkpoint (a, b) vs model (c, d)' for every parameter whose shape differs."""
-    stored_leaves = _leaves_by_name(stored_params)
-    problems = []
-    for name, leaf in _leaves_by_name(target_params).items():
+def _padding_differs(name: str, stored: tuple, target: tuple, real_vocab: int | None) -> bool:
+    """Whether `stored` and `target` differ only in padding rows of a vocabulary parameter,
+    which a restore may cut or fill with zeros: never a row of the `real_vocab` tokens."""
+    return (real_vocab is not None and is_vocab_param(name.split("/"))
+            and len(stored) == len(target) and stored[1:] == target[1:]
+            and min(stored[0], target[0]) >= real_vocab)
+
+
+def _shape_mismatches(stored: Any, target: Any, real_vocab: int | None = None,
+                      prefix: str = "") -> tuple[list[str], bool]:
+    """(problems, padding differs): 'path: checkpoint (a, b) vs model (c, d)' for every
+    leaf whose shape differs other than in vocabulary padding rows (`_padding_differs`),
+    and whether some differ only there. A leaf missing from `stored` is a problem too,
+    except in optimiser state (`prefix`), whose structure Orbax checks itself."""
+    stored_leaves = _leaves_by_name(stored)
+    problems, padding = [], False
+    for name, leaf in _leaves_by_name(target).items():
         old = stored_leaves.get(name)
+        name = prefix + name
         if old is None:
-            problems.append(f"{name}: missing from the checkpoint")
-        elif tuple(old.shape) != tuple(leaf.shape):
-            problems.append(f"{name}: checkpoint {tuple(old.shape)} vs model {tuple(leaf.shape)}")
-    return problems
+            if not prefix:
+                problems.append(f"{name}: missing from the checkpoint")
+            continue
+        old_shape, new_shape = tuple(getattr(old, "shape", ())), tuple(np.shape(leaf))
+        if old_shape == new_shape:
+            continue
+        if _padding_differs(name, old_shape, new_shape, real_vocab):
+            padding = True
+        else:
+            problems.append(f"{name}: checkpoint {old_shape} vs model {new_shape}")
+    return problems, padding
 
 
 class Checkpointer:
@@ -92,10 +114,25 @@ class Checkpointer:
         except _WRITE_ERRORS as err:
             raise _save_failed(self.directory, err) from err
 
-    def restore(self, abstract: TrainState, shardings: TrainState,
-                step: int | None = None) -> TrainState | None:
+    def _stored_vocab_size(self, step: int) -> int | None:
+        """model.vocab_size of the config saved with `step`, if it names one."""
+        try:
+            meta = self._manager.restore(step, args=ocp.args.Composite(
+                meta=ocp.args.JsonRestore()))["meta"]
+            return int(meta["config"]["model"]["vocab_size"])
+        except Exception:  # noqa: BLE001 - no readable config: no padding tolerance
+            return None
+
+    def restore(self, abstract: TrainState, shardings: TrainState, step: int | None = None,
+                vocab_size: int | None = None) -> TrainState | None:
         """The newest readable checkpoint (or `step`) laid out for the current mesh, or None
-        when there is none. Unreadable newer checkpoints are reported and skipped."""
+        when there is none. Unreadable newer checkpoints are reported and skipped.
+
+        The vocabulary rows may differ (padded for another tensor-parallel size): padding
+        rows are cut or zero-filled, never the rows of the checkpoint config's
+        `model.vocab_size` tokens. `vocab_size`, the current model's, when given must equal
+        the checkpoint's. Any other shape difference is refused, naming the shapes.
+        """
         target = abstract_target(abstract, shardings)
         candidates = [step] if step is not None else sorted(self.steps(), reverse=True)
         for candidate in candidates:
@@ -105,15 +142,29 @@ class Checkpointer:
                 log.warning("checkpoint step %d in %s is unreadable (%s); trying an older one",
                             candidate, self.directory, err)
                 continue
-            problems = _shape_mismatches(stored["params"], target.params)
+            stored_vocab = self._stored_vocab_size(candidate)
+            real_vocab = stored_vocab if stored_vocab is not None else vocab_size
+            problems, padding = _shape_mismatches(stored["params"], target.params, real_vocab)
+            if "opt_state" in stored:
+                more, opt_padding = _shape_mismatches(stored["opt_state"], target.opt_state,
+                                                      real_vocab, prefix="opt_state/")
+                problems, padding = problems + more, padding or opt_padding
+            if vocab_size is not None and stored_vocab not in (None, vocab_size):
+                problems.insert(0, f"model.vocab_size: checkpoint {stored_vocab} vs model "
+                                   f"{vocab_size}")
             if problems:
                 raise CheckpointError(
                     f"checkpoint step {candidate} in {self.directory} was written for a "
                     "different model config:\n  " + "\n  ".join(problems[:10])
                     + (f"\n  ... and {len(problems) - 10} more" if len(problems) > 10 else ""))
+            if padding:
+                log.info("checkpoint step %d: vocabulary padding resized to the model's",
+                         candidate)
             try:
+                # strict=False lets Orbax cut or zero-pad arrays whose shapes differ; the
+                # check above allows that only for vocabulary padding rows.
                 restored = self._manager.restore(candidate, args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(target)))
+                    state=ocp.args.StandardRestore(target, strict=not padding)))
             except Exception as err:  # noqa: BLE001 - Orbax raises many types for bad files
                 log.warning("checkpoint step %d in %s cannot be restored (%s); trying an "
                             "older one", candidate, self.directory, err)

@@ -19,7 +19,7 @@ import numpy as np
 from lmscale.config import to_json
 from lmscale.data.loader import ArrayExamples, StepBatches
 from lmscale.parallel.distributed import initialize_distributed
-from lmscale.parallel.mesh import make_mesh
+from lmscale.parallel.mesh import describe_rows, make_mesh, process_batch_rows
 from lmscale.train.checkpoint import Checkpointer
 from lmscale.train.loop import LoopConfig, Preemption, Throughput, run_loop
 from lmscale.train.metrics import MetricsWriter, plot_loss_curve
@@ -27,7 +27,7 @@ from lmscale.train.optimizer import OptimizerConfig, make_optimizer, make_schedu
 from lmscale.train.pretrain import check_batch_split
 from lmscale.train.state import TrainState
 from lmscale.train.step import ShardedStep, build_sharded_step, state_shardings
-from lmscale.train.throughput import measure_peak_flops
+from lmscale.train.throughput import peak_flops_per_device
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,9 @@ def finetune(run: FinetuneRun, config: ml_collections.ConfigDict, workdir: str) 
     if state is None:
         state = sharded.init(jax.random.key(train_cfg.seed))
         if run.pretrained is not None:
-            merged, new_params = merge_pretrained(jax.device_get(state.params), run.pretrained)
+            # Fresh leaves stay where they are: `jax.device_get` cannot read parameters
+            # sharded across hosts, and `device_put` passes placed arrays through.
+            merged, new_params = merge_pretrained(state.params, run.pretrained)
             params = jax.device_put(merged, shardings.params)
             state = TrainState(step=state.step, params=params,
                                opt_state=sharded_opt_init(optimizer, params, shardings))
@@ -113,13 +115,17 @@ def finetune(run: FinetuneRun, config: ml_collections.ConfigDict, workdir: str) 
     else:
         log.info("resuming fine-tuning from step %d", int(state.step))
 
+    rows = process_batch_rows(mesh, train_cfg.batch_size)
+    log.info("process %d of %d reads rows %s of every global batch (%d of %d)",
+             jax.process_index(), jax.process_count(), describe_rows(rows), len(rows),
+             train_cfg.batch_size)
     train_batches = StepBatches(ArrayExamples(run.train_examples), train_cfg.batch_size,
-                                train_cfg.seed, jax.process_index(), jax.process_count())
+                                train_cfg.seed, rows)
     eval_batches = None
     if run.eval_examples is not None:
         eval_batches = StepBatches(ArrayExamples(run.eval_examples), train_cfg.batch_size, 0,
-                                   jax.process_index(), jax.process_count(), shuffle=False)
-    peak = (train_cfg.peak_flops or measure_peak_flops(config.model.compute_dtype)) * mesh.size
+                                   rows, shuffle=False)
+    peak = (train_cfg.peak_flops or peak_flops_per_device(config.model.compute_dtype)) * mesh.size
     throughput = Throughput(run.tokens_per_example * train_cfg.batch_size,
                             run.flops_per_example * train_cfg.batch_size, peak)
     writer = MetricsWriter(workdir, enabled=is_main)

@@ -15,8 +15,11 @@ from lmscale.data.loader import StepBatches, stack_examples
 from lmscale.data.pretrain import prepare_pretraining_data
 from lmscale.errors import ConfigError
 from lmscale.models import GPT, BertForPretraining, ModelConfig
+from lmscale.models.config import check_tensor_parallel
 from lmscale.parallel.distributed import barrier, initialize_distributed
-from lmscale.parallel.mesh import data_parallel_size, make_mesh
+from lmscale.parallel.mesh import (
+    data_parallel_size, describe_rows, fetch_to_hosts, make_mesh, process_batch_rows,
+)
 from lmscale.tasks.samples import bert_fill_mask, gpt_samples
 from lmscale.train.checkpoint import Checkpointer
 from lmscale.train.loop import LoopConfig, Preemption, Throughput, evaluate, run_loop
@@ -24,7 +27,7 @@ from lmscale.train.metrics import MetricsWriter, plot_loss_curve
 from lmscale.train.objectives import BertPretrainingObjective, CausalLMObjective
 from lmscale.train.optimizer import OptimizerConfig, make_optimizer, make_schedule
 from lmscale.train.step import build_sharded_step, state_shardings
-from lmscale.train.throughput import flops_per_token, measure_peak_flops
+from lmscale.train.throughput import peak_flops_per_device, pretrain_flops_per_step
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +60,13 @@ def objective_for(model_cfg: ModelConfig):
     if model_cfg.family == "gpt":
         return CausalLMObjective(GPT(model_cfg))
     return BertPretrainingObjective(BertForPretraining(model_cfg))
+
+
+def model_for_mesh(model_cfg: ModelConfig, mesh) -> ModelConfig:
+    """The model as laid out on `mesh`: the tensor axis must divide its heads and MLP
+    width, and its vocabulary is padded to a multiple of 128 x the tensor size."""
+    check_tensor_parallel(model_cfg, mesh.shape["tensor"])
+    return model_cfg.for_tensor_parallel(mesh.shape["tensor"])
 
 
 def check_batch_split(batch_size: int, grad_accum: int, mesh) -> None:
@@ -95,6 +105,7 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict:
         raise ConfigError("train.steps must be positive")
     mesh = make_mesh(config.mesh.to_dict())
     check_batch_split(train_cfg.batch_size, train_cfg.grad_accum_steps, mesh)
+    model_cfg = model_for_mesh(model_cfg, mesh)
     run_phases = phases(config)
     # Data problems (missing or empty corpus, vocabulary mismatch) surface here, before
     # anything that looks like a run is written.
@@ -120,7 +131,7 @@ def _train_phases(config, workdir: str, model_cfg: ModelConfig, opt_cfg: Optimiz
     checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"),
                                 train_cfg.keep_checkpoints, train_cfg.keep_every)
     config_dict = config.to_dict()
-    peak = (train_cfg.peak_flops or measure_peak_flops(model_cfg.compute_dtype)) * mesh.size
+    peak = (train_cfg.peak_flops or peak_flops_per_device(model_cfg.compute_dtype)) * mesh.size
     try:
         state, data, stopped = None, None, "done"
         for index, phase in enumerate(run_phases):
@@ -132,20 +143,20 @@ def _train_phases(config, workdir: str, model_cfg: ModelConfig, opt_cfg: Optimiz
                                          train_cfg.grad_accum_steps, train_cfg.seed)
             if state is None:
                 abstract, shardings = state_shardings(objective, optimizer, example_batch, mesh)
-                state = checkpointer.restore(abstract, shardings)
+                state = checkpointer.restore(abstract, shardings,
+                                             vocab_size=model_cfg.vocab_size)
                 if state is None:
                     state = sharded.init(jax.random.key(train_cfg.seed))
                 else:
                     log.info("resuming from step %d", int(state.step))
-            train_batches = StepBatches(data.train, train_cfg.batch_size,
-                                        train_cfg.seed, jax.process_index(), jax.process_count())
-            eval_batches = StepBatches(data.held_out, train_cfg.batch_size, 0,
-                                       jax.process_index(), jax.process_count(), shuffle=False)
+            rows = process_batch_rows(mesh, train_cfg.batch_size)
+            train_batches = StepBatches(data.train, train_cfg.batch_size, train_cfg.seed, rows)
+            eval_batches = StepBatches(data.held_out, train_cfg.batch_size, 0, rows,
+                                       shuffle=False)
             if int(state.step) >= phase.end_step:
                 continue
-            log.info("process %d of %d reads rows %d::%d of every global batch (%d of %d)",
-                     jax.process_index(), jax.process_count(), jax.process_index(),
-                     jax.process_count(), train_cfg.batch_size // jax.process_count(),
+            log.info("process %d of %d reads rows %s of every global batch (%d of %d)",
+                     jax.process_index(), jax.process_count(), describe_rows(rows), len(rows),
                      train_cfg.batch_size)
             if is_main:
                 log.info("phase to step %d: %d training / %d held-out examples of length %d "
@@ -154,8 +165,8 @@ def _train_phases(config, workdir: str, model_cfg: ModelConfig, opt_cfg: Optimiz
                          train_batches.epochs(phase.end_step - int(state.step)),
                          data.unigram_loss)
             tokens = train_cfg.batch_size * phase.seq_len
-            throughput = Throughput(tokens, tokens * flops_per_token(model_cfg, phase.seq_len),
-                                    peak)
+            throughput = Throughput(tokens, pretrain_flops_per_step(
+                model_cfg, train_cfg.batch_size, phase.seq_len, phase.max_predictions), peak)
             loop = LoopConfig(phase.end_step, train_cfg.log_every, train_cfg.eval_every,
                               train_cfg.eval_batches, train_cfg.checkpoint_every)
             state, stopped = run_loop(
@@ -175,18 +186,25 @@ def _train_phases(config, workdir: str, model_cfg: ModelConfig, opt_cfg: Optimiz
     writer.close()
     summary = {"step": int(state.step), "stopped": stopped, "unigram_loss": data.unigram_loss,
                **final_eval}
+    samples = _samples(model_cfg, objective, state.params, data, train_cfg.samples, is_main)
     if is_main:
         plot_loss_curve(writer.path, os.path.join(workdir, "loss.png"), data.unigram_loss)
-        summary["samples"] = _samples(model_cfg, objective, state.params, data, train_cfg.samples)
+        summary["samples"] = samples
         with open(os.path.join(workdir, "summary.json"), "w", encoding="utf-8") as f:
             json.dump(summary, f, indent=2)
     return summary
 
 
-def _samples(model_cfg: ModelConfig, objective, params, data, count: int) -> list[str]:
+def _samples(model_cfg: ModelConfig, objective, params, data, count: int,
+             is_main: bool) -> list[str]:
+    """Text samples (GPT) or fill-mask guesses (BERT) on process 0, on one of its devices.
+    Every process must call this: gathering parameters sharded across hosts is a
+    collective."""
     if count <= 0:
         return []
-    params = jax.device_get(params)
+    params = fetch_to_hosts(params)
+    if not is_main:
+        return []
     held_out = stack_examples(data.held_out, count)
     if model_cfg.family == "gpt":
         prompts = [data.tokenizer.decode(row[:8].tolist()) for row in held_out["input_ids"]]

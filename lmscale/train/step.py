@@ -18,7 +18,10 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding
 
-from lmscale.parallel.mesh import batch_sharding, logical_to_sharding, mesh_context, replicated
+from lmscale.parallel.mesh import (
+    batch_sharding, data_parallel_size, logical_to_sharding, mesh_context, process_batch_rows,
+    replicated,
+)
 from lmscale.train.state import TrainState
 
 Batch = dict[str, Any]
@@ -158,10 +161,23 @@ class ShardedStep:
             return self.evaluate_jit.lower(params, self.batch_specs | {"example_weight": weight})
 
     def global_batch(self, local_batch: dict[str, np.ndarray]) -> Batch:
-        """Host-local rows (this process's share) -> one global array per key."""
-        return {k: jax.make_array_from_process_local_data(batch_sharding(self.mesh, np.ndim(v)),
-                                                          as_device_dtype(v))
-                for k, v in local_batch.items()}
+        """This process's rows of a global batch (those `process_batch_rows` names, in that
+        order) -> one global array per key.
+
+        The global shape is given, not left to JAX to infer: it follows from the share of
+        the batch shards this process's devices hold, which also covers processes that are
+        replicas of the same rows (the tensor axis spanning hosts) and devices that hold
+        rows far apart.
+        """
+        shards = data_parallel_size(self.mesh)
+        held = len(process_batch_rows(self.mesh, shards))  # one row per shard
+
+        def place(x):
+            x = as_device_dtype(x)
+            global_shape = (x.shape[0] * shards // held, *x.shape[1:])
+            return jax.make_array_from_process_local_data(batch_sharding(self.mesh, x.ndim), x,
+                                                          global_shape)
+        return {k: place(v) for k, v in local_batch.items()}
 
 
 def _with_sharding(shape: jax.ShapeDtypeStruct, sharding: NamedSharding) -> jax.ShapeDtypeStruct:

@@ -2,19 +2,43 @@
 pass count every example once."""
 
 import numpy as np
+import pytest
 
 from lmscale.data.loader import ArrayExamples, StepBatches
+from lmscale.errors import ConfigError
 
 
 def test_processes_share_each_global_batch_and_weight_only_the_first_pass():
     source = ArrayExamples({"x": np.arange(10)})
-    per_process = [StepBatches(source, 8, seed=0, process_index=p, process_count=2,
-                               shuffle=False) for p in range(2)]
+    whole = StepBatches(source, 8, seed=0, shuffle=False)
+    halves = [StepBatches(source, 8, seed=0, rows=np.arange(p * 4, p * 4 + 4), shuffle=False)
+              for p in range(2)]
     seen, weights = [], []
     for step in range(2):
-        for batches in per_process:
+        # The rows of the two halves, in order, are the global batch itself.
+        together = np.concatenate([h[step]["x"] for h in halves])
+        assert together.tolist() == whole[step]["x"].tolist()
+        for batches in halves:
             seen.append(batches[step]["x"])
             weights.append(batches.first_pass_weights(step))
     seen, weights = np.concatenate(seen), np.concatenate(weights)
+    assert seen.tolist() == list(range(10)) + list(range(6))
     assert sorted(seen[weights > 0].tolist()) == list(range(10))
     assert weights.sum() == 10
+
+
+def test_which_rows_a_process_reads_does_not_change_the_global_order():
+    source = ArrayExamples({"x": np.arange(12), "y": np.arange(12) * 10})
+    whole = StepBatches(source, 4, seed=3)
+    scattered = StepBatches(source, 4, seed=3, rows=np.array([0, 3]))
+    for step in range(6):  # two epochs, each its own shuffle
+        assert scattered[step]["x"].tolist() == whole[step]["x"][[0, 3]].tolist()
+        assert (scattered[step]["y"] == scattered[step]["x"] * 10).all()
+    # Step 3 wraps into the second pass: global rows 12 and 15 are not first-pass rows.
+    assert whole.first_pass_weights(2).tolist() == [1, 1, 1, 1]
+    assert scattered.first_pass_weights(3).tolist() == [0, 0]
+
+
+def test_rows_outside_the_global_batch_are_refused():
+    with pytest.raises(ConfigError, match="not rows of a global batch of 4"):
+        StepBatches(ArrayExamples({"x": np.arange(12)}), 4, seed=0, rows=np.array([2, 4]))
