@@ -25,6 +25,8 @@ INSTALL_REQUIRES = [
     "scipy==1.17.1",
 ]
 
+LIBTPU = "libtpu==0.0.42.1"
+
 setup(
     name="lmscale",
     version="0.1.0",
@@ -33,7 +35,10 @@ setup(
     packages=find_packages(include=["lmscale", "lmscale.*"]),
     install_requires=INSTALL_REQUIRES,
     extras_require={
-        "test": ["pytest==9.0.3", "ruff==0.17.6"],
+        # libtpu gives `lmscale plan` real TPU topologies to compile for (no TPU needed);
+        # 0.0.42.* is what jax[tpu] 0.10.2 pins.
+        "tpu": [LIBTPU],
+        "test": ["pytest==9.0.3", "ruff==0.17.6", LIBTPU],
     },
     entry_points={"console_scripts": ["lmscale=lmscale.cli:main"]},
 )

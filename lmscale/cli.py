@@ -133,11 +133,16 @@ def cmd_plan(args, overrides) -> int:
                           _template_for(config_kind(load_config_file(args.config))))
     target = parse_target(args.target, args.slices)
     if args.search:
+        from lmscale.models.config import REMAT_POLICIES
         from lmscale.plan.search import search
 
         params = _count_params(config)["total"]
-        outcomes = search(config, target, params, progress=lambda c: print(
-            f"  trying {c}", file=sys.stderr, flush=True))
+        remat = tuple(args.remat.split(","))
+        unknown = set(remat) - set(REMAT_POLICIES)
+        if unknown:
+            raise InputError(f"--remat {sorted(unknown)}: choose from {REMAT_POLICIES}")
+        outcomes = search(config, target, params, args.max_tensor, remat,
+                          progress=lambda c: print(f"  trying {c}", file=sys.stderr, flush=True))
         print(search_text(outcomes))
         return 0 if any(o.plan for o in outcomes) else 2
     result = plan(config, target, compile_eval=not args.no_eval)
@@ -359,6 +364,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--search", action="store_true",
                    help="try meshes, remat policies and micro-batch splits; rank those that fit")
+    p.add_argument("--max-tensor", type=int, default=8, help="--search: largest mesh.tensor")
+    p.add_argument("--remat", default="none,dots_no_batch,full",
+                   help="--search: remat policies to try, comma-separated")
     p.add_argument("--no-eval", action="store_true", help="skip compiling the eval step")
     p.set_defaults(run=cmd_plan)
 

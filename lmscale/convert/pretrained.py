@@ -29,7 +29,8 @@ import orbax.checkpoint as ocp
 from lmscale.convert.hf_bert import read_hf_checkpoint, write_hf_checkpoint
 from lmscale.convert.hf_gpt2 import read_hf_gpt2, write_hf_gpt2
 from lmscale.convert.spm_to_hf import write_hf_tokenizer
-from lmscale.data.tokenizer import SentencePieceTokenizer, Tokenizer, load_tokenizer
+from lmscale.data.load_tokenizer import load_tokenizer
+from lmscale.data.tokenizer import SentencePieceTokenizer, Tokenizer
 from lmscale.errors import InputError
 from lmscale.models.config import ModelConfig, check_tensor_parallel
 from lmscale.models.vocab import fit_vocab, unpad_vocab

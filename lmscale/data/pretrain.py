@@ -20,8 +20,9 @@ from lmscale.data.bert_pretrain import BertPretrainingOptions, create_pretrainin
 from lmscale.data.corpus import BUILTIN_STDLIB, read_documents, split_held_out
 from lmscale.data.gpt_pretrain import pack_token_stream, token_stream
 from lmscale.data.prepared import file_digest, fingerprint, prepare_once
+from lmscale.data.load_tokenizer import load_tokenizer
 from lmscale.data.tokenizer import (
-    Tokenizer, TokenizerTrainSpec, expand_inputs, load_tokenizer, train_sentencepiece,
+    Tokenizer, TokenizerTrainSpec, expand_inputs, train_sentencepiece,
 )
 from lmscale.errors import ConfigError
 

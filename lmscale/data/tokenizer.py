@@ -160,17 +160,3 @@ def train_sentencepiece(spec: TokenizerTrainSpec, output_prefix: str) -> str:
         # set it to a value <= 3210."; keep it and say which input was too small.
         raise InputError(f"tokenizer training on {len(files)} file(s) failed: {err}") from err
     return output_prefix + ".model"
-
-
-def load_tokenizer(path: str) -> Tokenizer:
-    """A SentencePiece `.model` file, or a Hugging Face checkpoint directory (GPT-2
-    `vocab.json` + `merges.txt`, or WordPiece `vocab.txt`/`tokenizer.json`)."""
-    if os.path.isdir(path):
-        from lmscale.data.gpt2_bpe import GPT2BPETokenizer, is_gpt2_bpe_dir
-        from lmscale.data.wordpiece import WordPieceTokenizer
-
-        if is_gpt2_bpe_dir(path):
-            return GPT2BPETokenizer.from_dir(path)
-
-        return WordPieceTokenizer.from_checkpoint_dir(path)
-    return SentencePieceTokenizer(path)

@@ -70,7 +70,28 @@ def resolve_mesh_shape(sizes: dict[str, int], num_devices: int) -> tuple[int, in
 def make_mesh(sizes: dict[str, int], devices=None) -> Mesh:
     devices = jax.devices() if devices is None else devices
     shape = resolve_mesh_shape(sizes, len(devices))
-    return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * 3, devices=devices)
+    slices = len({getattr(d, "slice_index", 0) for d in devices})
+    if slices == 1:
+        return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * 3,
+                             devices=devices)
+    return _multislice_mesh(shape, slices, devices)
+
+
+def _multislice_mesh(shape: tuple[int, int, int], slices: int, devices) -> Mesh:
+    """Slices joined over the data-centre network carry a batch axis (`data`, else `fsdp`):
+    only gradient reductions cross the slow links, as in MaxText's multislice default."""
+    from jax.experimental import mesh_utils
+
+    axis = next((i for i in (0, 1) if shape[i] % slices == 0), None)
+    if axis is None:
+        raise ConfigError(f"mesh {dict(zip(MESH_AXES, shape))} cannot span {slices} slices: "
+                          f"mesh.data or mesh.fsdp must be a multiple of {slices}")
+    per_slice = list(shape)
+    per_slice[axis] //= slices
+    across = [1, 1, 1]
+    across[axis] = slices
+    grid = mesh_utils.create_hybrid_device_mesh(per_slice, across, devices)
+    return Mesh(grid, MESH_AXES, axis_types=(AxisType.Auto,) * 3)
 
 
 def data_parallel_size(mesh: Mesh) -> int:

@@ -42,9 +42,15 @@ class PhasePlan:
     estimate: Estimate
 
     @property
+    def largest(self) -> tuple[str, Memory]:
+        """The program (train or eval) that needs the most memory, and its memory."""
+        if self.eval_memory and self.eval_memory.total > self.train_memory.total:
+            return "eval", self.eval_memory
+        return "train", self.train_memory
+
+    @property
     def peak_bytes(self) -> int:
-        return max(self.train_memory.total,
-                   self.eval_memory.total if self.eval_memory else 0)
+        return self.largest[1].total
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,8 @@ ranked by estimated step time.
 For every valid tensor size and split of the rest between `data` and `fsdp` (pure FSDP,
 and pure data parallelism when the replicated state can fit), and every remat policy, the
 fewest micro-batches that fit are found: memory is read from the compiled program, and
-accumulation only slows a step that already fits. Each candidate is a full `plan`.
+accumulation only slows a step that already fits. Each candidate is a full `plan`; after
+a refusal the next micro-batch count tried is scaled by how far over memory it was.
 """
 
 from __future__ import annotations
@@ -60,7 +61,8 @@ def meshes(devices: int, tensor_sizes: list[int], params: int,
 
 
 def search(config: ml_collections.ConfigDict, target: Target, params: int,
-           max_tensor: int = 8, progress=None) -> list[Outcome]:
+           max_tensor: int = 8, remat_policies: tuple[str, ...] = SEARCH_REMAT,
+           progress=None) -> list[Outcome]:
     """Every candidate's outcome, fitting plans first and fastest first."""
     devices = topology_devices(target)
     tensor_sizes = [t for t in tensor_parallel_sizes(model_config(config, 1)) if t <= max_tensor]
@@ -68,23 +70,38 @@ def search(config: ml_collections.ConfigDict, target: Target, params: int,
     outcomes = []
     for data, fsdp, tensor in meshes(len(devices), tensor_sizes, params, target.chip.hbm_bytes):
         ways = data * fsdp
-        splits = [a for a in _powers_of_two(batch) if batch % a == 0 and (batch // a) % ways == 0]
-        for remat in SEARCH_REMAT:
-            for accum in splits:
-                candidate = Candidate(data, fsdp, tensor, remat, accum)
-                if progress:
-                    progress(candidate)
-                try:
-                    result = plan(candidate.apply(config), target, devices, compile_eval=False)
-                except PlanDoesNotFit as err:
-                    outcomes.append(Outcome(candidate, None, str(err).split(" (")[0]))
-                    continue
-                if result.fits:
-                    outcomes.append(Outcome(candidate, result, ""))
-                    break
-                outcomes.append(Outcome(candidate, None, "exceeds HBM"))
+        splits = [a for a in _powers_of_two(batch) if (batch // a) % ways == 0]
+        for remat in remat_policies:
+            outcomes += _fewest_micro_batches(config, target, devices, data, fsdp, tensor,
+                                              remat, splits, progress)
     return sorted(outcomes, key=lambda o: (o.plan is None,
                                            o.plan.step_seconds if o.plan else 0.0))
+
+
+def _fewest_micro_batches(config, target: Target, devices, data: int, fsdp: int, tensor: int,
+                          remat: str, splits: list[int], progress) -> list[Outcome]:
+    """Outcomes for one mesh and remat policy: from one micro-batch up, jumping by how far
+    the compiler said the memory was over (activations shrink with the micro-batch)."""
+    outcomes, index = [], 0
+    while index < len(splits):
+        candidate = Candidate(data, fsdp, tensor, remat, splits[index])
+        if progress:
+            progress(candidate)
+        try:
+            result = plan(candidate.apply(config), target, devices, compile_eval=False)
+        except PlanDoesNotFit as err:
+            outcomes.append(Outcome(candidate, None, str(err).split(" (")[0]))
+            over = (err.needed or 2 * err.available) / err.available
+            wanted = candidate.grad_accum_steps * over
+            index = max(index + 1, next((i for i, a in enumerate(splits) if a >= wanted),
+                                        len(splits)))
+            continue
+        if result.fits:
+            outcomes.append(Outcome(candidate, result, ""))
+            break
+        outcomes.append(Outcome(candidate, None, "exceeds HBM"))
+        index += 1
+    return outcomes
 
 
 def _powers_of_two(limit: int) -> list[int]:

@@ -25,8 +25,9 @@ from lmscale.data.tokenizer import Tokenizer
 from lmscale.errors import ConfigError, InputError
 from lmscale.models.bert_heads import BertForSequenceClassification
 from lmscale.tasks.encoder import (
-    load_encoder, logged_throughput, predict, set_step_budget, train_encoder, write_json,
+    load_encoder, logged_throughput, predict, train_encoder,
 )
+from lmscale.tasks.finetuning import set_step_budget, write_json
 from lmscale.tasks.objectives import ClassificationObjective
 from lmscale.train.defaults import finetune_config
 

@@ -4,8 +4,6 @@ epochs, training on the shared driver, and batched prediction under the mesh."""
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
 import os
 import statistics
 import time
@@ -17,19 +15,16 @@ import ml_collections
 import numpy as np
 
 from lmscale.convert.pretrained import check_vocab_sizes, load_pretrained
-from lmscale.data.tokenizer import Tokenizer, load_tokenizer
+from lmscale.data.load_tokenizer import load_tokenizer
+from lmscale.data.tokenizer import Tokenizer
 from lmscale.errors import ConfigError
 from lmscale.models.config import ModelConfig, check_tensor_parallel
 from lmscale.parallel.mesh import batch_sharding, data_parallel_size, mesh_context, replicated
+from lmscale.tasks.finetuning import RUNTIME_FIELDS
 from lmscale.tasks.objectives import encoder_inputs
 from lmscale.train.finetune import FinetuneResult, FinetuneRun, finetune
 from lmscale.train.metrics import read_metrics
 from lmscale.train.throughput import encoder_flops_per_token
-
-# Fields a fine-tuning config may change on a pretrained model; the shape is the checkpoint's.
-RUNTIME_FIELDS = ("compute_dtype", "remat_policy", "attention_impl", "dropout",
-                  "attention_dropout")
-
 
 @dataclass(frozen=True)
 class Encoder:
@@ -64,18 +59,6 @@ def load_encoder(config: ml_collections.ConfigDict) -> Encoder:
     with config.unlocked():
         config.model.update(dataclasses.asdict(encoder.config))
     return encoder
-
-
-def set_step_budget(config: ml_collections.ConfigDict, num_train_examples: int) -> None:
-    """`train.steps` from `train.epochs` (when > 0) and warmup as `task.warmup_fraction` of
-    the steps (BERT's fine-tuning recipe: 10% linear warmup, then linear decay)."""
-    train = config.train
-    if train.epochs > 0:
-        train.steps = max(1, math.ceil(train.epochs * num_train_examples / train.batch_size))
-    if train.steps <= 0:
-        raise ConfigError("train.steps must be positive (or set train.epochs)")
-    if config.task.warmup_fraction > 0:
-        config.optimizer.warmup_steps = round(config.task.warmup_fraction * train.steps)
 
 
 @dataclass(frozen=True)
@@ -140,8 +123,3 @@ def logged_throughput(workdir: str, seq_len: int) -> dict[str, float]:
         return {"train_examples_per_sec": 0.0, "mfu": 0.0}
     return {"train_examples_per_sec": statistics.median(r["tokens_per_sec"] for r in steady)
             / seq_len, "mfu": statistics.median(r["mfu"] for r in steady)}
-
-
-def write_json(path: str, value) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(value, f, indent=2)

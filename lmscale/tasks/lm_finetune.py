@@ -29,7 +29,7 @@ from lmscale.models.config import check_tensor_parallel
 from lmscale.models.vocab import fit_vocab
 from lmscale.parallel.mesh import process_batch_rows
 from lmscale.tasks.decoder import load_decoder
-from lmscale.tasks.encoder import RUNTIME_FIELDS, set_step_budget, write_json
+from lmscale.tasks.finetuning import RUNTIME_FIELDS, set_step_budget, write_json
 from lmscale.train.defaults import finetune_config
 from lmscale.train.finetune import FinetuneRun, finetune
 from lmscale.train.loop import evaluate

@@ -31,9 +31,9 @@ from lmscale.data.tokenizer import Tokenizer
 from lmscale.errors import InputError
 from lmscale.models.bert_heads import BertForQuestionAnswering
 from lmscale.tasks.encoder import (
-    Trained, load_encoder, logged_throughput, predict, set_step_budget, train_encoder,
-    write_json,
+    Trained, load_encoder, logged_throughput, predict, train_encoder,
 )
+from lmscale.tasks.finetuning import set_step_budget, write_json
 from lmscale.tasks.objectives import SpanObjective
 from lmscale.tasks.squad_metric import evaluate_squad
 from lmscale.train.defaults import finetune_config

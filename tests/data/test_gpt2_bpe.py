@@ -6,7 +6,7 @@ import pytest
 from conftest import SHARED_DATA
 
 from lmscale.data.gpt2_bpe import GPT2BPETokenizer
-from lmscale.data.tokenizer import load_tokenizer
+from lmscale.data.load_tokenizer import load_tokenizer
 
 
 @pytest.fixture(scope="module")

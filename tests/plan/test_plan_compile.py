@@ -117,3 +117,10 @@ def test_every_full_recipe_fits_its_smallest_planned_slice(capsys, recipe, targe
     assert code == 0, err
     assert result["fits"] is True
     assert_flops_agree(result)
+
+
+def test_two_slices_put_the_data_axis_across_them(capsys):
+    code, result, err = plan(capsys, "--config", config("gpt2_tiny"), "--target", "v5e-4",
+                             "--slices", "2", "--no-eval", "--json")
+    assert code == 0, err
+    assert result["devices"] == 8 and result["slices"] == 2 and result["fits"] is True
