@@ -69,11 +69,12 @@ def _count_params(config) -> dict:
 
 
 def cmd_pretrain(args, overrides) -> int:
+    from lmscale.tasks.samples import end_of_run_samples
     from lmscale.train.pretrain import pretrain
 
     config = _load_config(args.config, overrides)
     workdir = args.workdir or os.path.join("runs", config.name)
-    summary = pretrain(config, workdir)
+    summary = pretrain(config, workdir, end_of_run_samples)
     print(f"\nrun directory: {workdir}  (stopped: {summary['stopped']}, step {summary['step']})")
     print(f"held-out loss {summary['eval_loss']:.4f}  unigram baseline "
           f"{summary['unigram_loss']:.4f}")

@@ -5,7 +5,18 @@ from __future__ import annotations
 import jax
 import numpy as np
 
+from lmscale.data.loader import stack_examples
 from lmscale.data.tokenizer import Tokenizer
+
+
+def end_of_run_samples(model, params, data, count: int) -> list[str]:
+    """What `lmscale pretrain` shows at its end: `count` GPT continuations of held-out
+    prompts, or BERT fill-mask guesses on held-out examples (`params` on the host)."""
+    held_out = stack_examples(data.held_out, count)
+    if model.config.family == "gpt":
+        prompts = [data.tokenizer.decode(row[:8].tolist()) for row in held_out["input_ids"]]
+        return gpt_samples(model, params, data.tokenizer, prompts, num_tokens=48)
+    return bert_fill_mask(model, params, data.tokenizer, held_out, count)
 
 
 def gpt_samples(model, params, tokenizer: Tokenizer, prompts: list[str], num_tokens: int,

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import jax
 import ml_collections
@@ -20,7 +22,6 @@ from lmscale.parallel.distributed import barrier, initialize_distributed
 from lmscale.parallel.mesh import (
     data_parallel_size, describe_rows, fetch_to_hosts, make_mesh, process_batch_rows,
 )
-from lmscale.tasks.samples import bert_fill_mask, gpt_samples
 from lmscale.train.checkpoint import Checkpointer
 from lmscale.train.loop import LoopConfig, Preemption, Throughput, evaluate, run_loop
 from lmscale.train.metrics import MetricsWriter, plot_loss_curve
@@ -94,8 +95,15 @@ def prepare_data(config: ml_collections.ConfigDict, workdir: str) -> list[str]:
     return lines
 
 
-def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """Train (or resume) the configured model; returns a summary of the run."""
+# (model, host parameters, prepared data, count) -> lines shown at the end of a run.
+ShowSamples = Callable[[Any, Any, Any, int], list[str]]
+
+
+def pretrain(config: ml_collections.ConfigDict, workdir: str,
+             show_samples: ShowSamples | None = None) -> dict:
+    """Train (or resume) the configured model; returns a summary of the run. With
+    `show_samples` (`lmscale.tasks.samples.end_of_run_samples`), `train.samples` lines of
+    it close the summary."""
     initialize_distributed(config.distributed)
     is_main = jax.process_index() == 0
     model_cfg = ModelConfig.from_dict(config.model.to_dict())
@@ -117,12 +125,12 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict:
             f.write(to_json(config))
     with Preemption() as preemption:
         return _train_phases(config, workdir, model_cfg, opt_cfg, mesh, run_phases, first_data,
-                             preemption, is_main)
+                             preemption, is_main, show_samples)
 
 
 def _train_phases(config, workdir: str, model_cfg: ModelConfig, opt_cfg: OptimizerConfig, mesh,
                   run_phases: list[Phase], first_data, preemption: Preemption,
-                  is_main: bool) -> dict:
+                  is_main: bool, show_samples: ShowSamples | None) -> dict:
     train_cfg = config.train
     objective = objective_for(model_cfg)
     optimizer = make_optimizer(opt_cfg, train_cfg.steps)
@@ -186,27 +194,15 @@ def _train_phases(config, workdir: str, model_cfg: ModelConfig, opt_cfg: Optimiz
     writer.close()
     summary = {"step": int(state.step), "stopped": stopped, "unigram_loss": data.unigram_loss,
                **final_eval}
-    samples = _samples(model_cfg, objective, state.params, data, train_cfg.samples, is_main)
+    samples = []
+    if show_samples is not None and train_cfg.samples > 0:
+        # Every process takes part: gathering parameters sharded across hosts is a collective.
+        params = fetch_to_hosts(state.params)
+        if is_main:
+            samples = show_samples(objective.model, params, data, train_cfg.samples)
     if is_main:
         plot_loss_curve(writer.path, os.path.join(workdir, "loss.png"), data.unigram_loss)
         summary["samples"] = samples
         with open(os.path.join(workdir, "summary.json"), "w", encoding="utf-8") as f:
             json.dump(summary, f, indent=2)
     return summary
-
-
-def _samples(model_cfg: ModelConfig, objective, params, data, count: int,
-             is_main: bool) -> list[str]:
-    """Text samples (GPT) or fill-mask guesses (BERT) on process 0, on one of its devices.
-    Every process must call this: gathering parameters sharded across hosts is a
-    collective."""
-    if count <= 0:
-        return []
-    params = fetch_to_hosts(params)
-    if not is_main:
-        return []
-    held_out = stack_examples(data.held_out, count)
-    if model_cfg.family == "gpt":
-        prompts = [data.tokenizer.decode(row[:8].tolist()) for row in held_out["input_ids"]]
-        return gpt_samples(objective.model, params, data.tokenizer, prompts, num_tokens=48)
-    return bert_fill_mask(objective.model, params, data.tokenizer, held_out, count)
