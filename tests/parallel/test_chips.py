@@ -2,6 +2,8 @@
 
 import pytest
 
+from lmscale.errors import ConfigError
+
 from lmscale.parallel.chips import (
     CHIPS,
     GIB,
@@ -62,7 +64,7 @@ def test_accelerator_type_naming(accelerator_type, name, chips):
 
 @pytest.mark.parametrize("bad", ["v4-3", "v9-8", "h100-8", "v4"])
 def test_bad_accelerator_type(bad):
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError):
         chips_in_accelerator_type(bad)
 
 
