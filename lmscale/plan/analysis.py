@@ -1,9 +1,10 @@
 """What one compiled program holds, computes and moves, per device.
 
 Memory comes from the compiled program itself (`memory_analysis()`), and a program the
-compiler refuses for lack of memory is reported with the bytes it asked for. FLOPs, bytes
-accessed and collective traffic come from `cost_analysis()` and the compiled HLO, which
-count a loop body once however many times it runs; `per_step` makes them whole.
+compiler refuses for lack of memory is reported with the bytes it asked for. XLA's
+`cost_analysis()` counts a loop body once however many times it runs, so collectives are
+totalled from the compiled HLO loop by loop (`HloModule`) and bytes accessed are scaled
+to the whole step (`compiled_cost`).
 """
 
 from __future__ import annotations
@@ -50,23 +51,11 @@ class Memory:
 
 @dataclass(frozen=True)
 class Cost:
-    """Per-device work of one program (loop bodies counted once)."""
+    """Per-device work of one whole step."""
 
     flops: float
     bytes_accessed: float
     collective_bytes: dict[str, float] = field(default_factory=dict)
-
-    def __add__(self, other: Cost) -> Cost:
-        return self.scaled(1.0, other, 1.0)
-
-    def scaled(self, a: float, other: Cost | None = None, b: float = 0.0) -> Cost:
-        """a·self + b·other, term by term."""
-        other = other or Cost(0.0, 0.0)
-        kinds = set(self.collective_bytes) | set(other.collective_bytes)
-        return Cost(a * self.flops + b * other.flops,
-                    a * self.bytes_accessed + b * other.bytes_accessed,
-                    {k: a * self.collective_bytes.get(k, 0.0)
-                     + b * other.collective_bytes.get(k, 0.0) for k in sorted(kinds)})
 
 
 class DoesNotFit(Exception):
