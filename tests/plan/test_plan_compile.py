@@ -124,3 +124,15 @@ def test_two_slices_put_the_data_axis_across_them(capsys):
                              "--slices", "2", "--no-eval", "--json")
     assert code == 0, err
     assert result["devices"] == 8 and result["slices"] == 2 and result["fits"] is True
+
+
+def test_search_ranks_what_fits_fastest_first(capsys):
+    code = main(["plan", "--config", config("gpt2_tiny"), "--target", "v5e-4", "--search",
+                 "--max-tensor", "1", "--remat", "none"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    rows = [line.split() for line in out.splitlines() if "--config.mesh" in line]
+    assert {tuple(r[1:4]) for r in rows} == {("1", "4", "1"), ("4", "1", "1")}
+    steps = [float(r[7].removesuffix("ms")) for r in rows]
+    assert steps == sorted(steps)
+    assert all("--config.mesh.fsdp=" in " ".join(r) for r in rows)
