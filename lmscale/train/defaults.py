@@ -78,7 +78,7 @@ def gpt2_paper_recipe(model_preset: str) -> ml_collections.ConfigDict:
     600k steps, no dropout), bf16 compute and FSDP over every device."""
     # Dropout 0, as nanoGPT's GPT-2 reproduction pretrains (GPT-2 itself used 0.1): attention
     # then runs through fused kernels, and libtpu 0.0.42 overflows its stack compiling the
-    # explicit attention-dropout path of a causal model under remat (`lmscale plan`).
+    # explicit attention-dropout path under remat at GPT-2 XL's shapes (docs/plan.md).
     c = pretrain_config(model_preset, compute_dtype="bfloat16", remat_policy="dots_no_batch",
                         dropout=0.0)
     # OpenWebText is not in the TFDS catalog; C4 is the nearest web corpus there.
