@@ -31,7 +31,7 @@ setup(
     name="lmscale",
     version="0.1.0",
     description=__doc__,
-    python_requires=">=3.10",
+    python_requires=">=3.11",
     packages=find_packages(include=["lmscale", "lmscale.*"]),
     install_requires=INSTALL_REQUIRES,
     extras_require={
