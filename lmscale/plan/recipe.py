@@ -14,6 +14,7 @@ from lmscale.errors import ConfigError
 from lmscale.models import GPT, ModelConfig
 from lmscale.models.bert_heads import BertForQuestionAnswering, BertForSequenceClassification
 from lmscale.tasks.objectives import ClassificationObjective, SpanObjective
+from lmscale.train.bench import synthetic_batch
 from lmscale.train.objectives import CausalLMObjective
 from lmscale.train.optimizer import OptimizerConfig, make_optimizer, make_schedule
 from lmscale.train.pretrain import objective_for, phases
@@ -83,7 +84,7 @@ def _objective_and_phases(kind, model: ModelConfig, config, rows: int, steps: in
         return objective_for(model), tuple(result)
     if kind == "lm":
         seq = config.task.seq_len
-        batch = _spec(rows, seq, input_ids=np.int32, targets=np.int32, loss_mask=np.float32)
+        batch = _pretrain_batch(model, rows, seq, 0)
         if config.task.packing:
             batch |= _spec(rows, seq, positions=np.int32, segment_ids=np.int32)
         flops = pretrain_flops_per_step(model, rows, seq, 0)
@@ -111,14 +112,7 @@ def _spec(rows: int, seq: int, **dtypes) -> dict[str, jax.ShapeDtypeStruct]:
 
 def _pretrain_batch(model: ModelConfig, rows: int, seq: int,
                     predictions: int) -> dict[str, jax.ShapeDtypeStruct]:
-    """The keys, shapes and dtypes the prepared examples have (data/gpt_pretrain.py,
-    data/bert_pretrain.py)."""
-    if model.family == "gpt":
-        return _spec(rows, seq, input_ids=np.int32, targets=np.int32, loss_mask=np.float32)
-    batch = _spec(rows, seq, input_ids=np.int32, token_type_ids=np.int32,
-                  attention_mask=np.int32)
-    batch |= {k: jax.ShapeDtypeStruct((rows, predictions), d)
-              for k, d in (("masked_lm_positions", np.int32), ("masked_lm_ids", np.int32),
-                           ("masked_lm_weights", np.float32))}
-    batch["next_sentence_label"] = jax.ShapeDtypeStruct((rows,), np.int32)
-    return batch
+    """The keys, shapes and dtypes of a pretraining batch (those of `synthetic_batch`, which
+    match the prepared examples)."""
+    batch = synthetic_batch(model, rows, seq, predictions)
+    return {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in batch.items()}

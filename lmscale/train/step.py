@@ -7,6 +7,7 @@ jitted once with explicit in/out shardings and the state donated.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 from collections.abc import Callable
@@ -160,6 +161,13 @@ class ShardedStep:
         with mesh_context(self.mesh):
             return self.evaluate_jit.lower(params, self.batch_specs | {"example_weight": weight})
 
+    @functools.cached_property
+    def _batch_shards(self) -> tuple[int, int]:
+        """(batch shards in the mesh, how many of them this process holds), once per mesh
+        rather than once per step."""
+        shards = data_parallel_size(self.mesh)
+        return shards, len(process_batch_rows(self.mesh, shards))  # one row per shard
+
     def global_batch(self, local_batch: dict[str, np.ndarray]) -> Batch:
         """This process's rows of a global batch (those `process_batch_rows` names, in that
         order) -> one global array per key.
@@ -169,8 +177,7 @@ class ShardedStep:
         replicas of the same rows (the tensor axis spanning hosts) and devices that hold
         rows far apart.
         """
-        shards = data_parallel_size(self.mesh)
-        held = len(process_batch_rows(self.mesh, shards))  # one row per shard
+        shards, held = self._batch_shards
 
         def place(x):
             x = as_device_dtype(x)
