@@ -161,7 +161,7 @@ def step_flops(kind: str, model, config: ml_collections.ConfigDict, phase_index:
     """FLOPs of one whole step by XLA's cost analysis of the unpartitioned program (one CPU
     device, layers unrolled, no micro-batching; lowered, not compiled: it takes seconds)."""
     unrolled = dataclasses.replace(model, scan_layers=False)
-    recipe: Recipe = recipe_for(kind, unrolled, config, 1)
+    recipe: Recipe = recipe_for(kind, unrolled, config)
     mesh = make_mesh({"data": 1}, jax.devices("cpu")[:1])
     sharded = build_sharded_step(recipe.objective, recipe.optimizer, recipe.schedule, mesh,
                                  recipe.phases[phase_index].batch, 1, recipe.seed)

@@ -38,7 +38,6 @@ class Recipe:
     objective: Any
     optimizer: Any
     schedule: Any
-    grad_accum_steps: int
     seed: int
     phases: tuple[PhaseShapes, ...]
 
@@ -61,16 +60,14 @@ def model_config(config: ml_collections.ConfigDict, tensor: int) -> ModelConfig:
     return ModelConfig.from_dict(config.model.to_dict()).for_tensor_parallel(tensor)
 
 
-def recipe_for(kind: str, model: ModelConfig, config: ml_collections.ConfigDict,
-               grad_accum_steps: int | None = None, batch_size: int | None = None) -> Recipe:
+def recipe_for(kind: str, model: ModelConfig, config: ml_collections.ConfigDict) -> Recipe:
     train = config.train
-    accum = train.grad_accum_steps if grad_accum_steps is None else grad_accum_steps
-    rows = train.batch_size if batch_size is None else batch_size
+    rows = train.batch_size
     opt_cfg = OptimizerConfig(**config.optimizer.to_dict())
     steps = max(int(train.steps), 1)
     objective, shapes = _objective_and_phases(kind, model, config, rows, steps)
     return Recipe(kind, model, objective, make_optimizer(opt_cfg, steps),
-                  make_schedule(opt_cfg, steps), accum, train.seed, shapes)
+                  make_schedule(opt_cfg, steps), train.seed, shapes)
 
 
 def _objective_and_phases(kind, model: ModelConfig, config, rows: int, steps: int):
