@@ -38,7 +38,9 @@ class ModelConfig:
     # False unrolls the layer loop: the same parameters and program without the loop
     # (compilers count a loop body once; `lmscale plan` unrolls to count every layer).
     scan_layers: bool = True
-    attention_impl: str = "xla"  # jax.nn.dot_product_attention: "xla", "cudnn" or "auto"
+    # "auto": cuDNN flash attention on GPUs where it applies, else XLA; see
+    # `layers.attention_implementation`. "xla" or "cudnn" force one.
+    attention_impl: str = "auto"
     initializer_range: float = 0.02
     # Embedding rows (and logits) are padded to a multiple of this; the padded logits are
     # masked, so outputs equal the unpadded model's. See `for_tensor_parallel`.

@@ -103,6 +103,32 @@ class Embed(nn.Module):
         )
 
 
+CUDNN_DTYPES = (jnp.bfloat16, jnp.float16)
+
+
+def attention_implementation(cfg: ModelConfig, dtype, mask: jax.Array | None,
+                             decode: bool, backend: str | None = None) -> str:
+    """Which `jax.nn.dot_product_attention` implementation a layer uses: "cudnn" (fused
+    flash attention) or "xla".
+
+    `attention_impl="auto"` takes cuDNN on a GPU (`backend`, default JAX's) whenever the
+    kernel can compute exactly this attention: bf16/fp16 inputs, no mask or BERT's
+    [batch, 1, 1, length] right-padding mask (passed as key lengths), and not decoding
+    (the KV cache's per-query mask of left-padded prompts has no key-length form). GPT
+    masks (left padding, packed segments) stay on XLA. "cudnn" forces the kernel where
+    it applies and fails loudly on a machine without it; dropout on the attention
+    probabilities is handled before this, explicitly.
+    """
+    backend = backend or jax.default_backend()
+    fits = (jnp.dtype(dtype) in CUDNN_DTYPES and not decode
+            and (mask is None or (cfg.family == "bert" and mask.shape[1:3] == (1, 1))))
+    if cfg.attention_impl == "xla" or not fits:
+        return "xla"
+    if cfg.attention_impl == "cudnn" or backend in ("gpu", "cuda"):
+        return "cudnn"
+    return "xla"
+
+
 class SelfAttention(nn.Module):
     """Multi-head self-attention through `jax.nn.dot_product_attention`.
 
@@ -134,16 +160,22 @@ class SelfAttention(nn.Module):
             return constrain(y, ("batch", "length", "act_heads", "kv"))  # [b, t, h, d]
 
         q, k, v = project("query"), project("key"), project("value")
-        impl = None if cfg.attention_impl == "auto" else cfg.attention_impl
         cache_ready = self.decode and self.has_variable("cache", "cached_key")
         if self.decode:
             k, v, mask = self._extend_cache(k, v, mask)
         causal = self.causal and not cache_ready
         if cfg.attention_dropout_rate > 0 and not self.deterministic:
             y = self._attention_with_dropout(q, k, v, mask, causal)
+        elif attention_implementation(cfg, q.dtype, mask, self.decode) == "cudnn":
+            # cuDNN takes padding as key lengths: BERT masks are right padding.
+            lengths = None if mask is None else jnp.sum(
+                mask.reshape(mask.shape[0], -1), axis=-1, dtype=jnp.int32)
+            y = jax.nn.dot_product_attention(q, k, v, is_causal=causal,
+                                             key_value_seq_lengths=lengths,
+                                             implementation="cudnn")
         else:
             y = jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=causal,
-                                             implementation=impl)
+                                             implementation="xla")
         y = constrain(y, ("batch", "length", "act_heads", "kv"))
         return Projection((cfg.d_model,), ("heads", "kv", "embed"), cfg.dtype, contract=2,
                           init_std=self.out_init_std, name="out")(y)

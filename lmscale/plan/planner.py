@@ -26,8 +26,7 @@ from lmscale.plan.analysis import (
 )
 from lmscale.plan.recipe import Recipe, config_kind, model_config, recipe_for
 from lmscale.plan.roofline import Estimate, estimate
-from lmscale.train.pretrain import check_batch_split
-from lmscale.train.step import build_sharded_step
+from lmscale.train.step import build_sharded_step, check_batch_split
 
 
 @dataclass(frozen=True)

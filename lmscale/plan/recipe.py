@@ -15,9 +15,9 @@ from lmscale.models import GPT, ModelConfig
 from lmscale.models.bert_heads import BertForQuestionAnswering, BertForSequenceClassification
 from lmscale.tasks.objectives import ClassificationObjective, SpanObjective
 from lmscale.train.bench import synthetic_batch
-from lmscale.train.objectives import CausalLMObjective
+from lmscale.train.objectives import CausalLMObjective, objective_for
 from lmscale.train.optimizer import OptimizerConfig, make_optimizer, make_schedule
-from lmscale.train.pretrain import objective_for, phases
+from lmscale.train.pretrain import phases
 from lmscale.train.throughput import encoder_flops_per_token, pretrain_flops_per_step
 
 KINDS = ("pretrain", "squad", "classify", "lm")

@@ -3,7 +3,8 @@
 `Generator` tokenises prompts, left-pads them to a shared length (rounded up to a
 multiple of 8 so that similar prompt lengths share one compiled program), places the
 parameters by their logical axis names (the vocabulary padded for the mesh's tensor axis,
-`model_for_mesh`) and runs `lmscale.models.generation.generate_tokens` under the mesh.
+`lmscale.train.step.model_for_mesh`) and runs `lmscale.models.generation.generate_tokens`
+under the mesh.
 Rows end at end-of-text or at a stop string: the loop ends a row as soon as its new tokens
 end with the stop string's own tokenisation, and every stop string also cuts the decoded
 text, since in context a stop string may be spelled by other tokens or hide inside a
@@ -25,12 +26,12 @@ from jax.sharding import Mesh
 from lmscale.data.tokenizer import Tokenizer
 from lmscale.errors import InputError
 from lmscale.models import GPT
-from lmscale.models.config import check_tensor_parallel
 from lmscale.models.generation import Sampling, generate_tokens
 from lmscale.models.vocab import fit_vocab
 from lmscale.parallel.mesh import (
     batch_sharding, data_parallel_size, logical_to_sharding, make_mesh, mesh_context,
 )
+from lmscale.train.step import model_for_mesh
 
 PROMPT_LENGTH_MULTIPLE = 8
 GREEDY = Sampling()
@@ -81,15 +82,6 @@ def stop_sequence_array(sequences: Sequence[Sequence[int]]) -> np.ndarray:
     return array
 
 
-def model_for_mesh(model: GPT, mesh: Mesh) -> GPT:
-    """`model` with its vocabulary padded for `mesh`'s tensor axis, as training pads it
-    (`ModelConfig.for_tensor_parallel`); outputs are unchanged, since the padding is
-    masked. A head count or MLP width the axis does not divide is a ConfigError."""
-    tensor = mesh.shape.get("tensor", 1)
-    check_tensor_parallel(model.config, tensor)
-    return GPT(model.config.for_tensor_parallel(tensor))
-
-
 def place_params(model: GPT, params, mesh: Mesh):
     """`params` (the tree under 'params') laid out on `mesh` by their logical axis names,
     the vocabulary rows fitted to `model`'s padded size (zero rows added or padding cut)."""
@@ -106,7 +98,7 @@ class Generator:
     def __init__(self, model: GPT, params, tokenizer: Tokenizer, mesh: Mesh | None = None):
         self.tokenizer = tokenizer
         self.mesh = mesh if mesh is not None else make_mesh({"data": -1})
-        self.model = model_for_mesh(model, self.mesh)
+        self.model = GPT(model_for_mesh(model.config, self.mesh))
         self.params = place_params(self.model, params, self.mesh)
         self._run = jax.jit(functools.partial(generate_tokens, self.model),
                             static_argnames=("max_new_tokens", "use_cache"))

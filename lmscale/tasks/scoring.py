@@ -20,7 +20,8 @@ from jax.sharding import Mesh
 from lmscale.errors import InputError
 from lmscale.models import GPT
 from lmscale.parallel.mesh import batch_sharding, data_parallel_size, mesh_context
-from lmscale.tasks.generate import model_for_mesh, place_params
+from lmscale.train.step import model_for_mesh
+from lmscale.tasks.generate import place_params
 
 LENGTH_MULTIPLE = 32
 
@@ -46,7 +47,7 @@ def _row_scores(model: GPT, params, input_ids, targets, weights):
 
 class Scorer:
     def __init__(self, model: GPT, params, mesh: Mesh, batch_size: int = 16):
-        self.model = model = model_for_mesh(model, mesh)
+        self.model = model = GPT(model_for_mesh(model.config, mesh))
         self.mesh = mesh
         ways = data_parallel_size(mesh)
         self.batch_size = -(-batch_size // ways) * ways

@@ -13,8 +13,8 @@ import numpy as np
 from lmscale.models import ModelConfig
 from lmscale.parallel.mesh import make_mesh
 from lmscale.train.optimizer import OptimizerConfig, make_optimizer, make_schedule
-from lmscale.train.pretrain import check_batch_split, model_for_mesh, objective_for
-from lmscale.train.step import build_sharded_step
+from lmscale.train.objectives import objective_for
+from lmscale.train.step import build_sharded_step, check_batch_split, model_for_mesh
 from lmscale.train import throughput
 
 
@@ -48,19 +48,27 @@ def synthetic_batch(model_cfg: ModelConfig, batch_size: int, seq_len: int,
     }
 
 
-def bench_train_step(config: ml_collections.ConfigDict, steps: int = 10, warmup: int = 2,
-                     peak_flops_per_device: float = 0.0) -> BenchResult:
-    model_cfg = ModelConfig.from_dict(config.model.to_dict())
-    opt_cfg = OptimizerConfig(**config.optimizer.to_dict())
-    batch_size, seq_len = config.train.batch_size, config.data.seq_len
-    mesh = make_mesh(config.mesh.to_dict())
-    check_batch_split(batch_size, config.train.grad_accum_steps, mesh)
-    model_cfg = model_for_mesh(model_cfg, mesh)
-    objective = objective_for(model_cfg)
-    batch = synthetic_batch(model_cfg, batch_size, seq_len, config.data.max_predictions_per_seq)
-    sharded = build_sharded_step(objective, make_optimizer(opt_cfg, 1000),
-                                 make_schedule(opt_cfg, 1000), mesh, batch,
-                                 config.train.grad_accum_steps)
+def synthetic_span_batch(model_cfg: ModelConfig, batch_size: int, seq_len: int,
+                         seed: int = 0) -> dict[str, np.ndarray]:
+    """Random SQuAD features (`[CLS] question [SEP] context [SEP]`, no padding): the shapes
+    `lmscale finetune squad` trains on, at its costliest (every position a real token)."""
+    rng = np.random.default_rng(seed)
+    return {
+        "input_ids": rng.integers(0, model_cfg.vocab_size, (batch_size, seq_len),
+                                  dtype=np.int32),
+        "token_type_ids": np.zeros((batch_size, seq_len), np.int32),
+        "attention_mask": np.ones((batch_size, seq_len), np.int32),
+        "start_positions": rng.integers(0, seq_len, (batch_size,), dtype=np.int32),
+        "end_positions": rng.integers(0, seq_len, (batch_size,), dtype=np.int32),
+    }
+
+
+def time_train_step(objective, optimizer, schedule, mesh, batch: dict[str, np.ndarray],
+                    grad_accum_steps: int, flops_per_step: float, peak_flops_per_device: float,
+                    steps: int = 10, warmup: int = 2) -> BenchResult:
+    """Compile the sharded train step for `batch`, then time `steps` steps after `warmup`
+    (the first of which compiles); `flops_per_step` are the model FLOPs of one step."""
+    sharded = build_sharded_step(objective, optimizer, schedule, mesh, batch, grad_accum_steps)
     state = sharded.init(jax.random.key(0))
     global_batch = sharded.global_batch(batch)
     start = time.perf_counter()
@@ -77,10 +85,27 @@ def bench_train_step(config: ml_collections.ConfigDict, steps: int = 10, warmup:
         jax.block_until_ready(metrics)
         times.append(time.perf_counter() - start)
     step_seconds = statistics.median(times)
-    tokens = batch_size * seq_len
-    model_flops = throughput.pretrain_flops_per_step(
-        model_cfg, batch_size, seq_len, config.data.max_predictions_per_seq) / step_seconds
-    peak = (peak_flops_per_device
-            or throughput.peak_flops_per_device(model_cfg.compute_dtype)) * mesh.size
-    return BenchResult(step_seconds, tokens / step_seconds, batch_size / step_seconds,
+    rows, length = batch["input_ids"].shape
+    peak = peak_flops_per_device * mesh.size
+    model_flops = flops_per_step / step_seconds
+    return BenchResult(step_seconds, rows * length / step_seconds, rows / step_seconds,
                        model_flops, peak, model_flops / peak, compile_seconds)
+
+
+def bench_train_step(config: ml_collections.ConfigDict, steps: int = 10, warmup: int = 2,
+                     peak_flops_per_device: float = 0.0) -> BenchResult:
+    """`time_train_step` for a pretraining config on synthetic batches of its shapes;
+    the peak is the chip table's (or measured) unless `peak_flops_per_device` is given."""
+    model_cfg = ModelConfig.from_dict(config.model.to_dict())
+    opt_cfg = OptimizerConfig(**config.optimizer.to_dict())
+    batch_size, seq_len = config.train.batch_size, config.data.seq_len
+    predictions = config.data.max_predictions_per_seq
+    mesh = make_mesh(config.mesh.to_dict())
+    check_batch_split(batch_size, config.train.grad_accum_steps, mesh)
+    model_cfg = model_for_mesh(model_cfg, mesh)
+    batch = synthetic_batch(model_cfg, batch_size, seq_len, predictions)
+    flops = throughput.pretrain_flops_per_step(model_cfg, batch_size, seq_len, predictions)
+    peak = peak_flops_per_device or throughput.peak_flops_per_device(model_cfg.compute_dtype)
+    return time_train_step(objective_for(model_cfg), make_optimizer(opt_cfg, 1000),
+                           make_schedule(opt_cfg, 1000), mesh, batch,
+                           config.train.grad_accum_steps, flops, peak, steps, warmup)

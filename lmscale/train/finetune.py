@@ -24,9 +24,10 @@ from lmscale.train.checkpoint import Checkpointer
 from lmscale.train.loop import LoopConfig, Preemption, Throughput, run_loop
 from lmscale.train.metrics import MetricsWriter, plot_loss_curve
 from lmscale.train.optimizer import OptimizerConfig, make_optimizer, make_schedule
-from lmscale.train.pretrain import check_batch_split
 from lmscale.train.state import TrainState
-from lmscale.train.step import ShardedStep, build_sharded_step, state_shardings
+from lmscale.train.step import (
+    ShardedStep, build_sharded_step, check_batch_split, state_shardings,
+)
 from lmscale.train.throughput import peak_flops_per_device
 
 log = logging.getLogger(__name__)

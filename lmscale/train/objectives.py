@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from lmscale.models import GPT, BertForPretraining, ModelConfig
+
 Batch = dict[str, jax.Array]
 
 
@@ -95,3 +97,10 @@ class BertPretrainingObjective:
     def _mlm_weights(batch: Batch) -> jax.Array:
         return (batch["masked_lm_weights"].astype(jnp.float32)
                 * example_weights(batch)[:, None])
+
+
+def objective_for(model_cfg: ModelConfig):
+    """The pretraining objective of a model family: next-token LM or MLM + NSP."""
+    if model_cfg.family == "gpt":
+        return CausalLMObjective(GPT(model_cfg))
+    return BertPretrainingObjective(BertForPretraining(model_cfg))

@@ -16,18 +16,19 @@ from lmscale.config import to_json
 from lmscale.data.loader import StepBatches, stack_examples
 from lmscale.data.pretrain import prepare_pretraining_data
 from lmscale.errors import ConfigError
-from lmscale.models import GPT, BertForPretraining, ModelConfig
-from lmscale.models.config import check_tensor_parallel
+from lmscale.models import ModelConfig
 from lmscale.parallel.distributed import barrier, initialize_distributed
 from lmscale.parallel.mesh import (
-    data_parallel_size, describe_rows, fetch_to_hosts, make_mesh, process_batch_rows,
+    describe_rows, fetch_to_hosts, make_mesh, process_batch_rows,
 )
 from lmscale.train.checkpoint import Checkpointer
 from lmscale.train.loop import LoopConfig, Preemption, Throughput, evaluate, run_loop
 from lmscale.train.metrics import MetricsWriter, plot_loss_curve
-from lmscale.train.objectives import BertPretrainingObjective, CausalLMObjective
+from lmscale.train.objectives import objective_for
 from lmscale.train.optimizer import OptimizerConfig, make_optimizer, make_schedule
-from lmscale.train.step import build_sharded_step, state_shardings
+from lmscale.train.step import (
+    build_sharded_step, check_batch_split, model_for_mesh, state_shardings,
+)
 from lmscale.train.throughput import peak_flops_per_device, pretrain_flops_per_step
 
 log = logging.getLogger(__name__)
@@ -55,28 +56,6 @@ def phases(config: ml_collections.ConfigDict) -> list[Phase]:
     if result[-1].end_step != steps:
         raise ConfigError("the last of data.phases must end at fraction 1.0")
     return result
-
-
-def objective_for(model_cfg: ModelConfig):
-    if model_cfg.family == "gpt":
-        return CausalLMObjective(GPT(model_cfg))
-    return BertPretrainingObjective(BertForPretraining(model_cfg))
-
-
-def model_for_mesh(model_cfg: ModelConfig, mesh) -> ModelConfig:
-    """The model as laid out on `mesh`: the tensor axis must divide its heads and MLP
-    width, and its vocabulary is padded to a multiple of 128 x the tensor size."""
-    check_tensor_parallel(model_cfg, mesh.shape["tensor"])
-    return model_cfg.for_tensor_parallel(mesh.shape["tensor"])
-
-
-def check_batch_split(batch_size: int, grad_accum: int, mesh) -> None:
-    ways = data_parallel_size(mesh)
-    if batch_size % grad_accum or (batch_size // grad_accum) % ways:
-        raise ConfigError(
-            f"train.batch_size ({batch_size}) must split into train.grad_accum_steps "
-            f"({grad_accum}) micro-batches that divide over the {ways} data-parallel "
-            f"devices (mesh data x fsdp)")
 
 
 def prepare_data(config: ml_collections.ConfigDict, workdir: str) -> list[str]:

@@ -19,6 +19,8 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding
 
+from lmscale.errors import ConfigError
+from lmscale.models.config import ModelConfig, check_tensor_parallel
 from lmscale.parallel.mesh import (
     batch_sharding, data_parallel_size, logical_to_sharding, mesh_context, process_batch_rows,
     replicated,
@@ -26,6 +28,24 @@ from lmscale.parallel.mesh import (
 from lmscale.train.state import TrainState
 
 Batch = dict[str, Any]
+
+
+def model_for_mesh(model_cfg: ModelConfig, mesh: Mesh) -> ModelConfig:
+    """The model as laid out on `mesh`: the tensor axis must divide its heads and MLP
+    width, and its vocabulary is padded to a multiple of 128 x the tensor size."""
+    tensor = mesh.shape.get("tensor", 1)
+    check_tensor_parallel(model_cfg, tensor)
+    return model_cfg.for_tensor_parallel(tensor)
+
+
+def check_batch_split(batch_size: int, grad_accum: int, mesh: Mesh) -> None:
+    """Refuse a batch that does not split into micro-batches over the data-parallel devices."""
+    ways = data_parallel_size(mesh)
+    if batch_size % grad_accum or (batch_size // grad_accum) % ways:
+        raise ConfigError(
+            f"train.batch_size ({batch_size}) must split into train.grad_accum_steps "
+            f"({grad_accum}) micro-batches that divide over the {ways} data-parallel "
+            f"devices (mesh data x fsdp)")
 
 
 def _split_micro_batches(batch: Batch, num_micro: int) -> Batch:

@@ -19,7 +19,7 @@ from lmscale.parallel.mesh import make_mesh
 from lmscale.train.bench import synthetic_batch
 from lmscale.train.checkpoint import Checkpointer, CheckpointError
 from lmscale.train.optimizer import OptimizerConfig, make_optimizer, make_schedule
-from lmscale.train.pretrain import objective_for
+from lmscale.train.objectives import objective_for
 from lmscale.train.step import build_sharded_step, state_shardings
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
