@@ -48,8 +48,8 @@ WORKLOADS = {
     "squad-bert-large": ("bert-large", 24, 384),
 }
 QUICK_WORKLOADS = {  # --quick: the same code paths at CPU sizes, for the test suite
-    "gpt2-small": ("gpt2-tiny", 2, 64),
-    "squad-bert-large": ("bert-tiny", 2, 64),
+    "gpt2-small": ("gpt2-tiny", 8, 64),
+    "squad-bert-large": ("bert-tiny", 8, 64),
 }
 
 

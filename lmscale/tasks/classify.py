@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 def classify_task_config() -> ml_collections.ConfigDict:
     t = ml_collections.ConfigDict()
     t.train_data = "../shared/data/sst2/train.tsv"
-    t.eval_data = "../shared/data/sst2/dev.tsv"
+    t.eval_data = "../shared/data/sst2/glue_dev.tsv"  # GLUE dev, held out (MANIFEST.txt)
     t.text_fields = ["sentence"]  # one field, or two for sentence pairs
     t.label_field = "label"
     t.labels = []  # label strings in class order; [] = sorted labels of the training data
