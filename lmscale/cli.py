@@ -108,6 +108,7 @@ def cmd_params(args, overrides) -> int:
 
 def cmd_bench(args, overrides) -> int:
     from lmscale.train.bench import bench_train_step
+    from lmscale.train.throughput import MFU_DEFINITION, remat_recompute_fraction
 
     config = _load_config(args.config, overrides)
     r = bench_train_step(config, steps=args.steps, peak_flops_per_device=args.peak_tflops * 1e12)
@@ -118,6 +119,10 @@ def cmd_bench(args, overrides) -> int:
     print(f"  tokens/s {r.tokens_per_sec:,.0f}  examples/s {r.examples_per_sec:,.1f}")
     print(f"  model TFLOP/s {r.model_flops_per_sec / 1e12:.3f}  peak "
           f"{r.peak_flops_per_sec / 1e12:.3f}  MFU {r.mfu:.1%}")
+    recompute = remat_recompute_fraction(config.model.remat_policy)
+    print(f"  rematerialisation ({config.model.remat_policy}) adds ~{recompute:.0%} FLOPs of "
+          f"recompute, not in MFU: hardware FLOPs utilisation ~{r.mfu * (1 + recompute):.1%}")
+    print(f"  {MFU_DEFINITION}")
     return 0
 
 

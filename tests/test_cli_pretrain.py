@@ -93,3 +93,18 @@ def test_a_loss_that_turns_nan_stops_the_run(corpus, tmp_path, capsys):
     assert "the loss became nan at step" in err and "last good state" in err
     # The good state was checkpointed, not the NaN one.
     assert os.listdir(workdir / "checkpoints")
+
+
+def test_profile_trace_and_compilation_cache(corpus, tmp_path, capsys):
+    """`train.profile_steps` writes a jax.profiler trace of those steps into the run
+    directory; `train.compilation_cache_dir` fills JAX's persistent cache."""
+    workdir, cache = tmp_path / "run", tmp_path / "cache"
+    assert pretrain("gpt2_tiny.py", workdir, f"--config.data.sources=['{corpus}']",
+                    "--config.train.profile_steps=[1, 3]",
+                    f"--config.train.compilation_cache_dir={cache}") == 0
+    traces = list((workdir / "profile").rglob("*.xplane.pb"))
+    assert len(traces) == 1 and traces[0].stat().st_size > 0
+    assert any(cache.iterdir())
+    assert pretrain("gpt2_tiny.py", tmp_path / "bad", f"--config.data.sources=['{corpus}']",
+                    "--config.train.profile_steps=[3, 1]") == 2
+    assert "profile_steps must be [first, last)" in capsys.readouterr().err

@@ -47,7 +47,8 @@ def pretrain_config(model_preset: str, **model_overrides) -> ml_collections.Conf
     c.train.checkpoint_every = 500
     c.train.keep_checkpoints = 3
     c.train.keep_every = 0  # also keep every K-th step's checkpoint (0 = none)
-    c.train.peak_flops = 0.0  # per device; 0 = measure with a large matmul
+    c.train.peak_flops = 0.0  # per device; 0 = the chip table's, else measured here
+    _add_performance_tools(c.train)
 
     c.optimizer = ml_collections.ConfigDict()
     if gpt:  # GPT-2 / nanoGPT recipe: AdamW, warmup, cosine to 10%.
@@ -152,6 +153,7 @@ def finetune_config(model_preset: str = "bert-base",
     c.train.keep_checkpoints = 1
     c.train.keep_every = 0
     c.train.peak_flops = 0.0
+    _add_performance_tools(c.train)
     c.optimizer = ml_collections.ConfigDict()
     c.optimizer.learning_rate = 5e-5
     c.optimizer.warmup_steps = 0  # tasks set 10% of steps (BERT fine-tuning recipe)
@@ -164,3 +166,10 @@ def finetune_config(model_preset: str = "bert-base",
     c.optimizer.clip_norm = 1.0
     _add_parallel_sections(c)
     return c
+
+
+def _add_performance_tools(train: ml_collections.ConfigDict) -> None:
+    # [first, last): trace those steps with jax.profiler into <workdir>/profile.
+    train.profile_steps = []
+    # JAX's persistent compilation cache ("" = off): reruns and resumes skip compiling.
+    train.compilation_cache_dir = ""

@@ -21,7 +21,9 @@ from lmscale.data.loader import ArrayExamples, StepBatches
 from lmscale.parallel.distributed import initialize_distributed
 from lmscale.parallel.mesh import describe_rows, make_mesh, process_batch_rows
 from lmscale.train.checkpoint import Checkpointer
-from lmscale.train.loop import LoopConfig, Preemption, Throughput, run_loop
+from lmscale.train.loop import (
+    LoopConfig, Preemption, Throughput, run_loop, use_compilation_cache,
+)
 from lmscale.train.metrics import MetricsWriter, plot_loss_curve
 from lmscale.train.optimizer import OptimizerConfig, make_optimizer, make_schedule
 from lmscale.train.state import TrainState
@@ -82,6 +84,7 @@ def finetune(run: FinetuneRun, config: ml_collections.ConfigDict, workdir: str) 
     """Train `run.objective` from `run.pretrained`; `config` has train/optimizer/mesh/distributed
     sections as in `lmscale.train.defaults`."""
     initialize_distributed(config.distributed)
+    use_compilation_cache(config.train.compilation_cache_dir)
     is_main = jax.process_index() == 0
     train_cfg = config.train
     mesh = make_mesh(config.mesh.to_dict())
@@ -136,7 +139,8 @@ def finetune(run: FinetuneRun, config: ml_collections.ConfigDict, workdir: str) 
             state, stopped = run_loop(
                 sharded, state, train_batches, eval_batches,
                 LoopConfig(train_cfg.steps, train_cfg.log_every, train_cfg.eval_every,
-                           train_cfg.eval_batches, train_cfg.checkpoint_every),
+                           train_cfg.eval_batches, train_cfg.checkpoint_every,
+                           tuple(train_cfg.profile_steps), os.path.join(workdir, "profile")),
                 run.objective.loss_terms, writer, throughput, is_main,
                 save_checkpoint=lambda s, force: checkpointer.save(s, config_dict, force),
                 preemption=preemption)

@@ -20,7 +20,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm import tqdm
 
 from lmscale.data.loader import StepBatches
-from lmscale.errors import InputError
+from lmscale.errors import ConfigError, InputError
 from lmscale.train.metrics import MetricsWriter
 from lmscale.train.state import TrainState
 from lmscale.train.step import ShardedStep
@@ -39,6 +39,10 @@ class LoopConfig:
     eval_every: int
     eval_batches: int
     checkpoint_every: int
+    # Trace steps [first, last) with jax.profiler into `profile_dir` (TensorBoard's profile
+    # plugin and Perfetto read it); () = no trace.
+    profile_steps: tuple[int, ...] = ()
+    profile_dir: str = ""
 
 
 @dataclass(frozen=True)
@@ -113,6 +117,42 @@ def evaluate(sharded: ShardedStep, params, batches: StepBatches, num_batches: in
     return metrics
 
 
+def use_compilation_cache(directory: str) -> None:
+    """Keep compiled programs in `directory` (JAX's persistent compilation cache), so a
+    rerun or a resumed job skips compiling steps it compiled before; "" leaves it off."""
+    if directory:
+        jax.config.update("jax_compilation_cache_dir", directory)
+
+
+class StepTrace:
+    """A jax.profiler trace of steps [first, last) of the loop, with each end waiting for
+    the device so the trace holds exactly those steps."""
+
+    def __init__(self, steps: tuple[int, ...], directory: str):
+        if steps and (len(steps) != 2 or not 0 <= steps[0] < steps[1] or not directory):
+            raise ConfigError(f"train.profile_steps must be [first, last) with 0 <= first < "
+                              f"last, got {list(steps)}")
+        self.first, self.last = steps if steps else (-1, -1)
+        self.directory = directory
+        self.active = False
+
+    def before(self, step: int, state) -> None:
+        if step == self.first:
+            jax.block_until_ready(state)
+            jax.profiler.start_trace(self.directory)
+            self.active = True
+        elif step == self.last:
+            self.stop(state)
+
+    def stop(self, state) -> None:
+        if self.active:
+            jax.block_until_ready(state)
+            jax.profiler.stop_trace()
+            self.active = False
+            log.info("wrote a profile of steps %d-%d to %s", self.first, self.last - 1,
+                     self.directory)
+
+
 def run_loop(sharded: ShardedStep, state: TrainState, train_batches: StepBatches,
              eval_batches: StepBatches | None, loop: LoopConfig, loss_terms: tuple[str, ...],
              writer: MetricsWriter, throughput: Throughput, is_main: bool = True,
@@ -158,7 +198,9 @@ def run_loop(sharded: ShardedStep, state: TrainState, train_batches: StepBatches
         return bool(stop)
 
     stopped, stop_agreed = "done", False
+    trace = StepTrace(loop.profile_steps, loop.profile_dir)
     for step in range(start, loop.steps):
+        trace.before(step, state)
         batch = sharded.global_batch(train_batches[step])
         state, metrics = sharded.train(state, batch)
         vote = stop_vote(preemption is not None and preemption.requested)
@@ -181,6 +223,7 @@ def run_loop(sharded: ShardedStep, state: TrainState, train_batches: StepBatches
             break
     if pending is not None:
         report(*pending)
+    trace.stop(state)
     bar.close()
     if save_checkpoint is not None and int(state.step) > start:
         save_checkpoint(state, True)

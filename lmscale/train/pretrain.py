@@ -22,7 +22,9 @@ from lmscale.parallel.mesh import (
     describe_rows, fetch_to_hosts, make_mesh, process_batch_rows,
 )
 from lmscale.train.checkpoint import Checkpointer
-from lmscale.train.loop import LoopConfig, Preemption, Throughput, evaluate, run_loop
+from lmscale.train.loop import (
+    LoopConfig, Preemption, Throughput, evaluate, run_loop, use_compilation_cache,
+)
 from lmscale.train.metrics import MetricsWriter, plot_loss_curve
 from lmscale.train.objectives import objective_for
 from lmscale.train.optimizer import OptimizerConfig, make_optimizer, make_schedule
@@ -84,6 +86,7 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str,
     `show_samples` (`lmscale.tasks.samples.end_of_run_samples`), `train.samples` lines of
     it close the summary."""
     initialize_distributed(config.distributed)
+    use_compilation_cache(config.train.compilation_cache_dir)
     is_main = jax.process_index() == 0
     model_cfg = ModelConfig.from_dict(config.model.to_dict())
     opt_cfg = OptimizerConfig(**config.optimizer.to_dict())
@@ -155,7 +158,8 @@ def _train_phases(config, workdir: str, model_cfg: ModelConfig, opt_cfg: Optimiz
             throughput = Throughput(tokens, pretrain_flops_per_step(
                 model_cfg, train_cfg.batch_size, phase.seq_len, phase.max_predictions), peak)
             loop = LoopConfig(phase.end_step, train_cfg.log_every, train_cfg.eval_every,
-                              train_cfg.eval_batches, train_cfg.checkpoint_every)
+                              train_cfg.eval_batches, train_cfg.checkpoint_every,
+                              tuple(train_cfg.profile_steps), os.path.join(workdir, "profile"))
             state, stopped = run_loop(
                 sharded, state, train_batches, eval_batches, loop, objective.loss_terms, writer,
                 throughput, is_main,

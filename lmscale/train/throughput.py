@@ -49,24 +49,54 @@ def encoder_flops_per_token(cfg: ModelConfig, seq_len: int) -> int:
     return flops_per_token(cfg, seq_len) - 6 * cfg.vocab_size * cfg.d_model
 
 
-def peak_flops_per_device(dtype: str) -> float:
+MFU_DEFINITION = (
+    "MFU = model FLOPs per step / step time / peak FLOP/s of the devices. Model FLOPs: "
+    "6N + 12·L·T·d per token (PaLM appendix B; BERT: the vocabulary projection only at the "
+    "masked positions). Peak: the chip table's dense bf16/f32 figure for a known "
+    "accelerator, else measured here (chained matmuls in one jitted call).")
+
+
+def remat_recompute_fraction(policy: str) -> float:
+    """Extra FLOPs that rematerialisation adds, as a fraction of the model FLOPs (which do
+    not count them): "full" recomputes each layer's forward pass in the backward pass,
+    about 2 of 6 FLOPs per parameter; the dots policies save matmul outputs and recompute
+    only elementwise work, whose FLOPs are negligible."""
+    return 1 / 3 if policy == "full" else 0.0
+
+
+def local_device_kind() -> str:
+    """What JAX calls this host's accelerator ("TPU v4", "NVIDIA H100 80GB HBM3", "cpu")."""
+    return jax.local_devices()[0].device_kind
+
+
+def peak_flops_per_device(dtype: str, device_kind: str | None = None) -> float:
     """The datasheet peak of this machine's accelerator (`parallel/chips.py`) when its
-    device kind is in the chip table, else a peak measured here with a large matmul."""
-    chip = chip_for_device_kind(jax.devices()[0].device_kind)
+    device kind (default: JAX's first device's) is in the chip table, else a peak measured
+    here with `measure_peak_flops`."""
+    chip = chip_for_device_kind(device_kind or local_device_kind())
     if chip is not None:
         return peak_flops(chip, dtype)
     return measure_peak_flops(dtype)
 
 
-def measure_peak_flops(dtype: str = "float32", size: int = 2048, repeats: int = 5) -> float:
-    """FLOP/s of one device on a large square matmul in `dtype` (float32 accumulation),
-    the best of `repeats`: a peak measured on the spot, not a datasheet number."""
-    a = jnp.ones((size, size), dtype)
-    matmul = jax.jit(lambda x, y: jnp.matmul(x, y, preferred_element_type=jnp.float32))
-    matmul(a, a).block_until_ready()
+def measure_peak_flops(dtype: str = "float32", size: int = 1024, matmuls: int = 32,
+                       repeats: int = 3) -> float:
+    """FLOP/s of one device on `matmuls` chained square matmuls in `dtype` (float32
+    accumulation) inside one jitted call, the best of `repeats`: a peak measured on the
+    spot, not a datasheet number. Chaining them in one call amortises dispatch, which
+    would otherwise dominate a single matmul on a fast device and understate the peak."""
+    a = jnp.full((size, size), 1.0 / size, dtype)
+
+    @jax.jit
+    def chain(x):
+        def body(_, y):
+            return jnp.matmul(y, a, preferred_element_type=jnp.float32).astype(dtype)
+        return jax.lax.fori_loop(0, matmuls, body, x)
+
+    chain(a).block_until_ready()
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
-        matmul(a, a).block_until_ready()
+        chain(a).block_until_ready()
         best = min(best, time.perf_counter() - start)
-    return 2 * size**3 / best
+    return 2 * size**3 * matmuls / best
