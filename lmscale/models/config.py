@@ -12,6 +12,7 @@ from lmscale.errors import ConfigError
 
 FAMILIES = ("gpt", "bert")
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
+ATTENTION_IMPLS = ("auto", "xla", "cudnn", "splash")
 # Megatron-LM pads the vocabulary to a multiple of 128 x the tensor-parallel size, so that
 # every device's slice of the embedding table and of the logits is a multiple of 128 wide
 # (nanoGPT's 50,304 is GPT-2's 50,257 padded to 128).
@@ -38,8 +39,9 @@ class ModelConfig:
     # False unrolls the layer loop: the same parameters and program without the loop
     # (compilers count a loop body once; `lmscale plan` unrolls to count every layer).
     scan_layers: bool = True
-    # "auto": cuDNN flash attention on GPUs where it applies, else XLA; see
-    # `layers.attention_implementation`. "xla" or "cudnn" force one.
+    # "auto": cuDNN flash attention on GPUs and the splash kernel on TPUs where they
+    # apply, else XLA; see `layers.attention_implementation`. "xla", "cudnn" or "splash"
+    # force one (a kernel only where it can compute the attention asked for).
     attention_impl: str = "auto"
     initializer_range: float = 0.02
     # Embedding rows (and logits) are padded to a multiple of this; the padded logits are
@@ -58,8 +60,9 @@ class ModelConfig:
             raise ConfigError(
                 f"model.remat_policy {self.remat_policy!r} must be one of {REMAT_POLICIES}"
             )
-        if self.attention_impl not in ("xla", "cudnn", "auto"):
-            raise ConfigError("model.attention_impl must be 'xla', 'cudnn' or 'auto'")
+        if self.attention_impl not in ATTENTION_IMPLS:
+            raise ConfigError(f"model.attention_impl {self.attention_impl!r} must be one of "
+                              f"{ATTENTION_IMPLS}")
         try:
             jnp.dtype(self.compute_dtype)
         except TypeError as err:

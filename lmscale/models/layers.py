@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from lmscale.models.config import ModelConfig
+from lmscale.models.splash import splash_attention, splash_supports
 
 Axes = tuple[str | None, ...]
 
@@ -107,34 +108,55 @@ CUDNN_DTYPES = (jnp.bfloat16, jnp.float16)
 
 
 def attention_implementation(cfg: ModelConfig, dtype, mask: jax.Array | None,
-                             decode: bool, backend: str | None = None) -> str:
-    """Which `jax.nn.dot_product_attention` implementation a layer uses: "cudnn" (fused
-    flash attention) or "xla".
+                             decode: bool, backend: str | None = None,
+                             length: int | None = None) -> str:
+    """Which attention a layer computes: "cudnn" (`jax.nn.dot_product_attention`'s fused
+    flash attention), "splash" (the TPU Pallas kernel, `lmscale.models.splash`) or "xla".
 
-    `attention_impl="auto"` takes cuDNN on a GPU (`backend`, default JAX's) whenever the
-    kernel can compute exactly this attention: bf16/fp16 inputs, no mask or BERT's
-    [batch, 1, 1, length] right-padding mask (passed as key lengths), and not decoding
-    (the KV cache's per-query mask of left-padded prompts has no key-length form). GPT
-    masks (left padding, packed segments) stay on XLA. "cudnn" forces the kernel where
-    it applies and fails loudly on a machine without it; dropout on the attention
-    probabilities is handled before this, explicitly.
+    Both kernels take self-attention with no mask or BERT's [batch, 1, 1, length]
+    right-padding mask (cuDNN as key lengths, splash as key segment ids), not decoding
+    (the KV cache's per-query mask of left-padded prompts fits neither); GPT masks (left
+    padding, packed segments) stay on XLA. cuDNN also needs bf16/fp16 inputs; splash
+    bf16/f32 and a `length` (tokens per sequence) that is a multiple of 128.
+
+    `attention_impl="auto"` takes cuDNN on a GPU and splash on a TPU wherever they apply.
+    The backend is that of the devices the program is traced for (the mesh in context,
+    so that `lmscale plan` compiles for a TPU topology what a TPU would run), else JAX's
+    default; `backend` overrides it. "cudnn" or "splash" force a kernel where it applies
+    (and fail loudly on a machine without it; splash on a CPU runs interpreted, for
+    tests). Dropout on the attention probabilities is handled before this, explicitly.
     """
-    backend = backend or jax.default_backend()
-    fits = (jnp.dtype(dtype) in CUDNN_DTYPES and not decode
-            and (mask is None or (cfg.family == "bert" and mask.shape[1:3] == (1, 1))))
-    if cfg.attention_impl == "xla" or not fits:
+    backend = backend or traced_backend()
+    impl = cfg.attention_impl
+    key_mask_only = mask is None or (cfg.family == "bert" and mask.shape[1:3] == (1, 1))
+    if impl == "xla" or decode or not key_mask_only:
         return "xla"
-    if cfg.attention_impl == "cudnn" or backend in ("gpu", "cuda"):
+    cudnn = jnp.dtype(dtype) in CUDNN_DTYPES
+    splash = splash_supports(dtype, length)
+    if (impl == "cudnn" or (impl == "auto" and backend in ("gpu", "cuda"))) and cudnn:
         return "cudnn"
+    if (impl == "splash" or (impl == "auto" and backend == "tpu")) and splash:
+        return "splash"
     return "xla"
 
 
+def traced_backend() -> str:
+    """The platform of the mesh in context ("tpu" while compiling for a TPU topology on a
+    CPU), else JAX's default backend."""
+    mesh = jax.sharding.get_abstract_mesh()
+    return jax.default_backend() if mesh.empty else mesh.abstract_device.platform
+
+
 class SelfAttention(nn.Module):
-    """Multi-head self-attention through `jax.nn.dot_product_attention`.
+    """Multi-head self-attention through `jax.nn.dot_product_attention` (XLA or cuDNN) or
+    the TPU splash kernel, as `attention_implementation` chooses: splash covers GPT's
+    causal attention with no mask and BERT's padding mask, in bf16 or f32, over lengths
+    that are multiples of 128; everything else (GPT's padding or packing masks, decoding)
+    goes to XLA.
 
     When training with attention-probability dropout (`attention_dropout_rate` > 0 and not
     `deterministic`), the same softmax attention is computed explicitly, since the fused
-    kernels `dot_product_attention` dispatches to have no dropout.
+    kernels have no dropout.
 
     With `decode=True` (causal only) keys and values go to a `cache` collection: the
     first call with an uninitialised cache only creates it (its length is that input's
@@ -164,15 +186,20 @@ class SelfAttention(nn.Module):
         if self.decode:
             k, v, mask = self._extend_cache(k, v, mask)
         causal = self.causal and not cache_ready
+        impl = attention_implementation(cfg, q.dtype, mask, self.decode, length=q.shape[1])
         if cfg.attention_dropout_rate > 0 and not self.deterministic:
             y = self._attention_with_dropout(q, k, v, mask, causal)
-        elif attention_implementation(cfg, q.dtype, mask, self.decode) == "cudnn":
+        elif impl == "cudnn":
             # cuDNN takes padding as key lengths: BERT masks are right padding.
             lengths = None if mask is None else jnp.sum(
                 mask.reshape(mask.shape[0], -1), axis=-1, dtype=jnp.int32)
             y = jax.nn.dot_product_attention(q, k, v, is_causal=causal,
                                              key_value_seq_lengths=lengths,
                                              implementation="cudnn")
+        elif impl == "splash":
+            key_mask = None if mask is None else mask.reshape(mask.shape[0], -1)
+            y = splash_attention(q, k, v, causal=causal, key_mask=key_mask,
+                                 interpret=traced_backend() == "cpu")
         else:
             y = jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=causal,
                                              implementation="xla")
