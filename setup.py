@@ -39,6 +39,11 @@ setup(
         # 0.0.42.* is what jax[tpu] 0.10.2 pins.
         "tpu": [LIBTPU],
         "test": ["pytest==9.0.3", "ruff==0.17.6", LIBTPU],
+        # The Hugging Face PyTorch peer of benchmarks/cpu_side_by_side.py and the accelerator
+        # suite ("torch==2.13.0" is the CPU wheel here). The Flax peer needs transformers
+        # 4.57.6, which refuses tokenizers 0.23.3, so it gets its own environment
+        # (benchmarks/peers/requirements-flax.txt).
+        "peers": ["torch==2.13.0", "transformers==5.24.0"],
     },
     entry_points={"console_scripts": ["lmscale=lmscale.cli:main"]},
 )

@@ -1,0 +1,103 @@
+"""benchmarks/cpu_side_by_side.py: its speed-up arithmetic on made-up timings, and one quick
+run at tiny shapes of lmscale and of each peer that is installed (the Flax peer only where
+its environment already exists: building it is not for the test suite)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SCRIPT = os.path.join(ROOT, "benchmarks", "cpu_side_by_side.py")
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+import cpu_side_by_side as side  # noqa: E402
+
+
+def _run(impl, dtype, seconds, shape="bert"):
+    return {"impl": impl, "shape": shape, "dtype": dtype, "status": "ok",
+            "step_seconds": seconds, "tokens_per_sec": 512 / seconds, "compile_seconds": 9.0,
+            "others_cpu_share": 0.01, "executed_gflop_per_step": 1.0,
+            "versions": {"jax": "x"}}
+
+
+def test_speedups_compare_same_dtype_and_each_implementations_best_dtype():
+    args = side.parse_args(["--shapes", "bert"])
+    shapes = [side.shape_for("bert", args)]
+    assert (shapes[0].layers, shapes[0].d_model, shapes[0].d_ff, shapes[0].vocab) == (
+        12, 768, 3072, 30522)
+    assert (shapes[0].seq, shapes[0].batch, shapes[0].predictions) == (128, 4, 20)
+    runs = [_run("lmscale", "float32", 2.0), _run("lmscale", "bfloat16", 1.0),
+            _run("hf-flax", "float32", 3.0), _run("hf-flax", "bfloat16", 4.0),
+            _run("hf-torch", "float32", 5.0),
+            {"impl": "hf-torch", "shape": "bert", "dtype": "bfloat16", "status": "failed",
+             "error": "boom"}]
+    rows = side.table_rows(shapes, ["float32", "bfloat16"], runs)
+    f32, bf16 = rows
+    assert f32["speedup_same_dtype"] == {"hf-flax": 1.5, "hf-torch": 2.5}
+    assert bf16["speedup_same_dtype"] == {"hf-flax": 4.0}
+    # Best dtypes: lmscale bf16 (1.0 s) against Flax float32 (3.0 s) and PyTorch float32.
+    for row in rows:
+        assert row["speedup_best_dtypes"]["hf-flax"] == {
+            "speedup": 3.0, "lmscale_dtype": "bfloat16", "peer_dtype": "float32"}
+        assert row["speedup_best_dtypes"]["hf-torch"]["speedup"] == 5.0
+    table = side.format_table(rows, runs, list(side.IMPLS)).splitlines()
+    assert len(table) == 4 and table[0].count("|") == table[2].count("|")
+    assert table[2].startswith("| BERT-Base shape (4 x 128) | float32 | 2.000 (256 tok/s) |")
+    assert "| 1.50x | 2.50x | 3.00x (bfloat16 vs float32) | 5.00x (bfloat16 vs float32) |" \
+        in table[2]
+    assert "| failed | 4.00x | - |" in table[3]
+
+
+def test_seq_and_batch_overrides_rescale_the_masked_positions():
+    args = side.parse_args(["--seq", "512", "--batch", "16"])
+    bert, gpt = side.shape_for("bert", args), side.shape_for("gpt2", args)
+    assert (bert.seq, bert.batch, bert.predictions, bert.max_len) == (512, 16, 77, 512)
+    assert (gpt.vocab, gpt.predictions, gpt.max_len) == (50257, 0, 1024)
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    """One run of the script at tiny GPT shapes, float32, with every available peer."""
+    available = {"hf-torch": side.torch_peer_python(),
+                 "hf-flax": side.flax_peer_python(side.DEFAULT_PEER_VENV, create=False)}
+    impls = ["lmscale"] + [i for i, (python, _) in available.items() if python]
+    out = tmp_path_factory.mktemp("side")
+    command = [sys.executable, SCRIPT, "--quick", "--shapes", "gpt2", "--dtypes", "float32",
+               "--steps", "2", "--warmup", "1", "--no-create-venv", "--impls", ",".join(impls),
+               "--out", str(out / "side.json"), "--table", str(out / "side.txt")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((out / "side.json").read_text())
+    return available, result, (out / "side.txt").read_text()
+
+
+def test_quick_run_measures_lmscale_and_writes_the_table(quick_run):
+    _, result, text = quick_run
+    [row] = result["rows"]
+    assert (row["shape_key"], row["dtype"], row["batch"], row["seq"]) == ("gpt2", "float32",
+                                                                          2, 32)
+    seconds = row["step_seconds"]["lmscale"]
+    assert 0 < seconds < 10
+    assert row["tokens_per_sec"]["lmscale"] == pytest.approx(2 * 32 / seconds)
+    assert 0 <= row["others_cpu_share"]["lmscale"] <= 1
+    [lmscale] = [r for r in result["runs"] if r["impl"] == "lmscale"]
+    assert (lmscale["layers"], lmscale["d_model"], lmscale["vocab"]) == (2, 64, 512)
+    assert lmscale["compile_seconds"] > 0 and len(result["load_average_before"]) == 3
+    assert "| GPT-2 small shape (2 x 32) | float32 |" in text
+
+
+@pytest.mark.parametrize("peer", side.PEER_IMPLS)
+def test_quick_run_measures_each_installed_peer(quick_run, peer):
+    available, result, text = quick_run
+    python, why = available[peer]
+    if python is None:
+        pytest.skip(f"{peer} not installed: {why}")
+    [row] = result["rows"]
+    [run] = [r for r in result["runs"] if r["impl"] == peer]
+    assert run["status"] == "ok", run.get("error")
+    assert (run["layers"], run["d_model"], run["seq"], run["batch"]) == (2, 64, 32, 2)
+    assert row["speedup_same_dtype"][peer] == pytest.approx(
+        run["step_seconds"] / row["step_seconds"]["lmscale"])
+    assert f"vs {side.IMPLS[peer][1]}" in text
