@@ -4,7 +4,7 @@ Memory comes from the compiled program itself (`memory_analysis()`), and a progr
 compiler refuses for lack of memory is reported with the bytes it asked for. XLA's
 `cost_analysis()` counts a loop body once however many times it runs, so collectives are
 totalled from the compiled HLO loop by loop (`HloModule`) and bytes accessed are scaled
-to the whole step (`compiled_cost`).
+by how much more the loops move when counted as often as they run (`compiled_cost`).
 """
 
 from __future__ import annotations
@@ -107,17 +107,20 @@ def memory(compiled, state_bytes: int) -> Memory:
 def compiled_cost(compiled, flops_per_device: float) -> Cost:
     """Per-device work of one run of a compiled program whose whole-step FLOPs are known.
 
-    XLA's "flops" and "bytes accessed" count each loop body once; the loops (layers,
-    micro-batches) hold nearly all of both, so the bytes are scaled by the same factor
-    that makes the FLOPs whole. Collectives are counted loop by loop (`HloModule`).
+    XLA's "bytes accessed" counts each loop body once. The HLO walker counts the program
+    both ways, loops once and loops as often as they run; XLA's figure is scaled by that
+    ratio, so loops (layers, micro-batches) count fully while work outside them (the
+    optimiser update) counts once, each measured the way XLA measures it. Collectives are
+    counted loop by loop too.
     """
     analysis = compiled.cost_analysis()
     if isinstance(analysis, list):  # older jax: one dict per program
         analysis = analysis[0]
-    once_flops = float(analysis.get("flops", 0.0))
-    scale = flops_per_device / once_flops if once_flops > 0 else 1.0
+    hlo = HloModule(compiled.as_text())
+    once = hlo.traffic_bytes(loops=False)
+    scale = hlo.traffic_bytes() / once if once > 0 else 1.0
     return Cost(flops_per_device, float(analysis.get("bytes accessed", 0.0)) * scale,
-                HloModule(compiled.as_text()).collective_bytes())
+                hlo.collective_bytes())
 
 
 class HloModule:
@@ -203,6 +206,92 @@ class HloModule:
                     ready.append(callee)
         return counts
 
+    def _sequential(self) -> set[str]:
+        """Computations that run as programs (the entry, loop bodies and conditions, called
+        and conditional computations), as opposed to those embedded in one instruction
+        (fusion bodies, reduction functions)."""
+        found, todo = {self.entry}, [self.entry]
+        while todo:
+            for instruction in self.computations.get(todo.pop(), []):
+                op, rest = instruction.group("op"), instruction.group("rest")
+                keys = {"while": ("body", "condition"), "call": ("to_apply",),
+                        "conditional": ("branch_computations", "true_computation",
+                                        "false_computation")}.get(op, ())
+                for key in keys:
+                    for group in re.findall(key + r"=\{?([^}\s]+(?:,\s*%[^,}\s]+)*)\}?", rest):
+                        for callee in re.findall(r"%([\w.\-]+)", group):
+                            if callee not in found:
+                                found.add(callee)
+                                todo.append(callee)
+        return found
+
+    def _fusion_bytes(self, instruction: re.Match) -> int:
+        """HBM bytes a fusion reads and writes: each operand whole, except one the fused
+        computation only slices (a layer's weights out of the stacked [layers, ...] array:
+        the slices are read) or updates in place (a scan's stacked outputs: the update is
+        written)."""
+        rest = instruction.group("rest")
+        operands = self._operands(rest)
+        called = re.search(r"calls=%([\w.\-]+)", rest)
+        body = self.computations.get(called.group(1), []) if called else []
+        params, users = {}, {}
+        for inner in body:
+            if inner.group("op") == "parameter":
+                params[int(re.match(r"(\d+)", inner.group("rest")).group(1))] = inner.group("name")
+            for operand in self._operands(inner.group("rest")):
+                users.setdefault(operand, []).append(inner)
+        root = next((i for i in body if i.group(1)), None)
+        by_name = {i.group("name"): i for i in body}
+        while root is not None and root.group("op") == "bitcast":  # a view, not a copy
+            root = by_name.get(self._operands(root.group("rest"))[0])
+        written = _array_bytes(instruction.group("type"))
+        in_place = None
+        if root is not None and root.group("op") == "dynamic-update-slice":
+            base, update = self._operands(root.group("rest"))[:2]
+            in_place, written = base, _array_bytes(self.types.get(update, ""))
+        total = written
+        for k, operand in enumerate(operands):
+            name = params.get(k)
+            if name is not None and name == in_place:
+                continue
+            readers = users.get(name, [])
+            if readers and all(r.group("op") in ("dynamic-slice", "slice")
+                               and self._operands(r.group("rest"))[0] == name
+                               for r in readers):
+                total += sum(_array_bytes(r.group("type")) for r in readers)
+            else:
+                total += _array_bytes(self.types.get(operand, ""))
+        return total
+
+    def traffic_bytes(self, loops: bool = True) -> float:
+        """HBM bytes one run of the program reads and writes: every instruction of every
+        computation that runs, times how often it runs (`loops=False`: once, as XLA's cost
+        analysis counts), counting operands and results, with slicing and in-place updates
+        counted by the bytes they touch. Collectives are not included (`collective_bytes`
+        counts them)."""
+        counts = self.multiplicity() if loops else dict.fromkeys(self.computations, 1.0)
+        total = 0.0
+        for name in self._sequential():
+            times = counts.get(name, 0.0)
+            for instruction in self.computations[name] if times else ():
+                op = instruction.group("op")
+                if op in _NO_TRAFFIC or op.removesuffix("-start") in COLLECTIVES \
+                        or op.endswith("-done") or op.endswith("-update"):
+                    continue
+                result = _array_bytes(instruction.group("type"))
+                if op == "fusion":
+                    moved = self._fusion_bytes(instruction)
+                elif op in ("dynamic-slice", "slice"):
+                    moved = 2 * result
+                elif op == "dynamic-update-slice":
+                    update = self._operands(instruction.group("rest"))[1]
+                    moved = 2 * _array_bytes(self.types.get(update, ""))
+                else:
+                    moved = result + sum(_array_bytes(self.types.get(o, ""))
+                                         for o in self._operands(instruction.group("rest")))
+                total += times * moved
+        return total
+
     def collective_bytes(self) -> dict[str, float]:
         """Bytes each collective kind moves per run of the program."""
         counts = self.multiplicity()
@@ -221,6 +310,12 @@ class HloModule:
                     result = max(result - operands, 0)  # (operands..., results...)
                 totals[kind] += times * max(result, operands)
         return totals
+
+
+# Instructions that move no HBM data of their own.
+_NO_TRAFFIC = {"parameter", "constant", "tuple", "get-tuple-element", "bitcast", "while",
+               "call", "conditional", "after-all", "partition-id", "replica-id",
+               "opt-barrier", "iota"}
 
 
 def _array_bytes(text: str) -> int:

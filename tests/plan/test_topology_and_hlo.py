@@ -96,3 +96,63 @@ def test_roofline_adds_collectives_to_the_slower_of_compute_and_memory():
     assert e.step_seconds == pytest.approx(0.5 + 0.2 + 0.1)
     assert e.mfu == pytest.approx(0.5 / 0.8)
     assert e.tokens_per_sec == pytest.approx(1000 / 0.8)
+
+
+# A scan over 4 layers: each iteration slices one layer's weights out of the stacked
+# [4, 256] array inside a fusion, and writes its [64] output into a stacked [4, 64] buffer
+# in place; the entry then updates all the weights once.
+SCAN_HLO = """
+HloModule scan
+
+%cond (p: (s32[], f32[4,256], f32[4,64])) -> pred[] {
+  %p = (s32[], f32[4,256], f32[4,64]) parameter(0)
+  %c = s32[] constant(4)
+  %i = s32[] get-tuple-element(%p), index=0
+  ROOT %lt = pred[] compare(%i, %c), direction=LT
+}
+
+%fused_slice (param_0: f32[4,256], param_1: s32[]) -> f32[64] {
+  %param_0 = f32[4,256]{1,0} parameter(0)
+  %param_1 = s32[] parameter(1)
+  %z = s32[] constant(0)
+  %ds = f32[1,256]{1,0} dynamic-slice(%param_0, %param_1, %z), dynamic_slice_sizes={1,256}
+  ROOT %head = f32[64]{0} slice(%ds), slice={[0:1], [0:64]}
+}
+
+%fused_update (param_0: f32[4,64], param_1: f32[64], param_2: s32[]) -> f32[4,64] {
+  %param_0 = f32[4,64]{1,0} parameter(0)
+  %param_1 = f32[64]{0} parameter(1)
+  %param_2 = s32[] parameter(2)
+  %z = s32[] constant(0)
+  %row = f32[1,64]{1,0} bitcast(%param_1)
+  ROOT %dus = f32[4,64]{1,0} dynamic-update-slice(%param_0, %row, %param_2, %z)
+}
+
+%body (p.1: (s32[], f32[4,256], f32[4,64])) -> (s32[], f32[4,256], f32[4,64]) {
+  %p.1 = (s32[], f32[4,256], f32[4,64]) parameter(0)
+  %i.1 = s32[] get-tuple-element(%p.1), index=0
+  %w = f32[4,256]{1,0} get-tuple-element(%p.1), index=1
+  %out = f32[4,64]{1,0} get-tuple-element(%p.1), index=2
+  %layer = f32[64]{0} fusion(%w, %i.1), kind=kLoop, calls=%fused_slice
+  %stacked = f32[4,64]{1,0} fusion(%out, %layer, %i.1), kind=kLoop, calls=%fused_update
+  ROOT %t = (s32[], f32[4,256], f32[4,64]) tuple(%i.1, %w, %stacked)
+}
+
+ENTRY %main (w.1: f32[4,256], o: f32[4,64]) -> f32[4,256] {
+  %w.1 = f32[4,256]{1,0} parameter(0)
+  %o = f32[4,64]{1,0} parameter(1)
+  %init = (s32[], f32[4,256], f32[4,64]) tuple(%w.1, %o)
+  %loop = (s32[], f32[4,256], f32[4,64]) while(%init), condition=%cond, body=%body
+  ROOT %new = f32[4,256]{1,0} add(%w.1, %w.1)
+}
+"""
+
+
+def test_traffic_counts_loops_as_often_as_they_run_and_slices_by_what_they_touch():
+    module = HloModule(SCAN_HLO)
+    per_iteration = (4 + 1 * 256 * 4 + 64 * 4  # slice fusion: index, the [1,256] read, out
+                     + 64 * 4 + 64 * 4 + 4)  # update fusion: reads its row, writes it
+    condition = 4 + 4 + 1  # compare: two s32 in, a pred out; runs once more than the body
+    entry = 3 * 4 * 256 * 4  # the weight update reads twice and writes once
+    assert module.traffic_bytes() == 4 * per_iteration + 5 * condition + entry
+    assert module.traffic_bytes(loops=False) == per_iteration + condition + entry
