@@ -111,7 +111,8 @@ def cmd_bench(args, overrides) -> int:
     from lmscale.train.throughput import MFU_DEFINITION, remat_recompute_fraction
 
     config = _load_config(args.config, overrides)
-    r = bench_train_step(config, steps=args.steps, peak_flops_per_device=args.peak_tflops * 1e12)
+    r = bench_train_step(config, steps=args.steps, peak_flops_per_device=args.peak_tflops * 1e12,
+                         profile_dir=args.profile)
     print(f"{config.name}: batch {config.train.batch_size} x {config.data.seq_len} tokens, "
           f"{config.model.compute_dtype}")
     print(f"  step time (median of {args.steps}) {r.step_seconds * 1e3:.1f} ms  "
@@ -123,6 +124,13 @@ def cmd_bench(args, overrides) -> int:
     print(f"  rematerialisation ({config.model.remat_policy}) adds ~{recompute:.0%} FLOPs of "
           f"recompute, not in MFU: hardware FLOPs utilisation ~{r.mfu * (1 + recompute):.1%}")
     print(f"  {MFU_DEFINITION}")
+    if args.profile:
+        from lmscale.train.bench import PROFILED_STEPS
+        from lmscale.train.profile import top_operations
+
+        print(f"  busiest operations (trace of {PROFILED_STEPS} steps in {args.profile}):")
+        for name, ms, share in top_operations(args.profile, PROFILED_STEPS):
+            print(f"    {ms:10.2f} ms/step  {share:6.1%}  {name}")
     return 0
 
 
@@ -357,7 +365,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = with_config(verbs.add_parser("bench", help="time the compiled train step"))
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--peak-tflops", type=float, default=0.0,
-                   help="per-device peak for MFU (default: measured with a large matmul)")
+                   help="per-device peak for MFU (default: the chip table's, else measured)")
+    p.add_argument("--profile", default="", metavar="DIR",
+                   help="also trace a few steps with jax.profiler into DIR and print the "
+                        "operations that take the most time")
     p.set_defaults(run=cmd_bench)
 
     p = with_config(verbs.add_parser(

@@ -18,6 +18,9 @@ from lmscale.train.step import build_sharded_step, check_batch_split, model_for_
 from lmscale.train import throughput
 
 
+PROFILED_STEPS = 3
+
+
 @dataclass(frozen=True)
 class BenchResult:
     step_seconds: float  # median
@@ -65,9 +68,10 @@ def synthetic_span_batch(model_cfg: ModelConfig, batch_size: int, seq_len: int,
 
 def time_train_step(objective, optimizer, schedule, mesh, batch: dict[str, np.ndarray],
                     grad_accum_steps: int, flops_per_step: float, peak_flops_per_device: float,
-                    steps: int = 10, warmup: int = 2) -> BenchResult:
+                    steps: int = 10, warmup: int = 2, profile_dir: str = "") -> BenchResult:
     """Compile the sharded train step for `batch`, then time `steps` steps after `warmup`
-    (the first of which compiles); `flops_per_step` are the model FLOPs of one step."""
+    (the first of which compiles); `flops_per_step` are the model FLOPs of one step. With
+    `profile_dir`, PROFILED_STEPS more steps are traced into it afterwards."""
     sharded = build_sharded_step(objective, optimizer, schedule, mesh, batch, grad_accum_steps)
     state = sharded.init(jax.random.key(0))
     global_batch = sharded.global_batch(batch)
@@ -85,6 +89,12 @@ def time_train_step(objective, optimizer, schedule, mesh, batch: dict[str, np.nd
         jax.block_until_ready(metrics)
         times.append(time.perf_counter() - start)
     step_seconds = statistics.median(times)
+    if profile_dir:
+        jax.profiler.start_trace(profile_dir)
+        for _ in range(PROFILED_STEPS):
+            state, metrics = sharded.train(state, global_batch)
+        jax.block_until_ready(metrics)
+        jax.profiler.stop_trace()
     rows, length = batch["input_ids"].shape
     peak = peak_flops_per_device * mesh.size
     model_flops = flops_per_step / step_seconds
@@ -93,7 +103,7 @@ def time_train_step(objective, optimizer, schedule, mesh, batch: dict[str, np.nd
 
 
 def bench_train_step(config: ml_collections.ConfigDict, steps: int = 10, warmup: int = 2,
-                     peak_flops_per_device: float = 0.0) -> BenchResult:
+                     peak_flops_per_device: float = 0.0, profile_dir: str = "") -> BenchResult:
     """`time_train_step` for a pretraining config on synthetic batches of its shapes;
     the peak is the chip table's (or measured) unless `peak_flops_per_device` is given."""
     model_cfg = ModelConfig.from_dict(config.model.to_dict())
@@ -108,4 +118,5 @@ def bench_train_step(config: ml_collections.ConfigDict, steps: int = 10, warmup:
     peak = peak_flops_per_device or throughput.peak_flops_per_device(model_cfg.compute_dtype)
     return time_train_step(objective_for(model_cfg), make_optimizer(opt_cfg, 1000),
                            make_schedule(opt_cfg, 1000), mesh, batch,
-                           config.train.grad_accum_steps, flops, peak, steps, warmup)
+                           config.train.grad_accum_steps, flops, peak, steps, warmup,
+                           profile_dir)

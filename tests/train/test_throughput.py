@@ -7,7 +7,8 @@ import pytest
 from lmscale.config import apply_overrides, load_config_file
 from lmscale.parallel.chips import CHIPS, peak_flops
 from lmscale.train import throughput
-from lmscale.train.bench import bench_train_step
+from lmscale.train.bench import PROFILED_STEPS, bench_train_step
+from lmscale.train.profile import top_operations
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -36,13 +37,19 @@ def test_measured_peak_counts_every_chained_matmul():
     assert many > 0.5 * one
 
 
-def test_bench_mfu_uses_the_chip_table_on_an_accelerator(monkeypatch):
+def test_bench_mfu_uses_the_chip_table_on_an_accelerator(monkeypatch, tmp_path):
     config = load_config_file(os.path.join(ROOT, "configs", "gpt2_tiny.py"))
     apply_overrides(config, ["train.batch_size=8", "data.seq_len=32",
                              "train.grad_accum_steps=1"])
     monkeypatch.setattr(throughput, "local_device_kind", lambda: "TPU v4")
-    result = bench_train_step(config, steps=2, warmup=1)
+    result = bench_train_step(config, steps=2, warmup=1, profile_dir=str(tmp_path))
     devices = len(throughput.jax.local_devices())
     assert result.peak_flops_per_sec == 275e12 * devices
     assert result.mfu == pytest.approx(result.model_flops_per_sec / result.peak_flops_per_sec)
     assert result.compile_seconds > 0
+
+    # The profiled steps' busiest operations: the matmuls lead a GPT step.
+    busiest = top_operations(str(tmp_path), PROFILED_STEPS)
+    assert busiest and all(ms > 0 for _, ms, _ in busiest)
+    assert sum(share for _, _, share in busiest) <= 1.0 + 1e-9
+    assert any("fusion" in name or "dot" in name for name, _, _ in busiest[:3])
