@@ -16,8 +16,8 @@ MFU = model FLOPs per step / step time / the chip table's dense bf16 peak
 the SQuAD encoder the same without the vocabulary projection it never computes. Neither
 counts recomputation; no workload here rematerialises.
 
-The SQuAD 2-epoch time is 2 x SQUAD_TRAIN_WINDOWS / (examples per second): the step alone,
-without input, evaluation or compilation.
+The SQuAD 2-epoch time is 2 x 89,779 windows (benchmarks/squad_stats.py) / (examples per
+second): the step alone, without input, evaluation or compilation.
 """
 
 from __future__ import annotations
@@ -31,14 +31,7 @@ import sys
 import time
 import traceback
 
-# SQuAD v1.1 train has 87,599 questions. At 384 tokens with stride 128 and BERT's uncased
-# WordPiece, the dev set makes 1.0249 windows per question (10,833 windows from 10,570
-# questions, measured with lmscale's featurizer and the all-MiniLM-L6-v2 vocabulary);
-# train, not available offline, is taken to split alike: 87,599 x 1.0249 = 89,779.
-SQUAD_TRAIN_QUESTIONS = 87_599
-SQUAD_WINDOWS_PER_QUESTION = 10_833 / 10_570
-SQUAD_TRAIN_WINDOWS = round(SQUAD_TRAIN_QUESTIONS * SQUAD_WINDOWS_PER_QUESTION)
-SQUAD_EPOCHS = 2
+from squad_stats import EPOCHS as SQUAD_EPOCHS, TRAIN_WINDOWS as SQUAD_TRAIN_WINDOWS
 
 # (name, lmscale preset, batch, sequence length). The SQuAD row's batch and length are
 # configs/squad_bert_large.py's (a test checks they agree).

@@ -9,6 +9,13 @@ and MFU. Any config field can be overridden to size the run to the hardware:
     python benchmarks/squad_timing.py --config configs/squad_minilm.py --eval-every 50 \\
         --config.train.epochs=0.0 --config.train.steps=200
 
+With `--target TPU_TYPE` (v2-8, v3-8, v4-8, v5e-8, ...) nothing is trained: the config's
+train step is compiled for that TPU topology on this machine (`lmscale plan`), and its
+roofline step-time estimate becomes a 2-epoch fine-tuning time over SQuAD v1.1 train's
+89,779 windows (benchmarks/squad_stats.py):
+
+    python benchmarks/squad_timing.py --config configs/squad_bert_large.py --target v3-8
+
 Time to the target F1 is read from checkpoints saved every `--eval-every` steps and scored
 after training (scoring is not counted); elapsed time at step s is taken as
 train_seconds * s / steps, i.e. compilation is spread evenly over the steps. With
@@ -45,6 +52,9 @@ def parse_args(argv):
     parser.add_argument("--config", default="configs/squad_minilm.py")
     parser.add_argument("--workdir", default="runs/squad_timing")
     parser.add_argument("--target-f1", type=float, default=80.0)
+    parser.add_argument("--target", default="",
+                        help="estimate 2 epochs on this TPU type from the compiled step "
+                             "instead of training (e.g. v3-8)")
     parser.add_argument("--eval-every", type=int, default=0,
                         help="score checkpoints every N steps for time-to-F1 (0 = final only)")
     args, rest = parser.parse_known_args(argv)
@@ -54,6 +64,38 @@ def parse_args(argv):
     return args, overrides
 
 
+def estimate_on_target(config, config_path: str, target_name: str) -> int:
+    """Compile the config's train step for a TPU topology and print the 2-epoch estimate."""
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")  # compiling for a TPU needs no accelerator
+    from lmscale.parallel.topology import parse_target
+    from lmscale.plan.planner import plan
+    from squad_stats import EPOCHS, TRAIN_WINDOWS
+
+    start = time.perf_counter()
+    result = plan(config, parse_target(target_name), compile_eval=False)
+    phase = result.phases[0]
+    steps = -(-EPOCHS * TRAIN_WINDOWS // config.train.batch_size)
+    minutes = steps * phase.estimate.step_seconds / 60
+    report = {
+        "target": target_name, "config": config_path, "mesh": result.mesh,
+        "batch_size": config.train.batch_size, "max_seq_length": config.task.max_seq_length,
+        "train_windows": TRAIN_WINDOWS, "epochs": EPOCHS, "steps": steps,
+        "fits": result.fits, "bytes_per_device": phase.train_memory.total,
+        "hbm_bytes": result.hbm_bytes, "step_seconds_estimate": phase.estimate.step_seconds,
+        "estimate_mfu": phase.estimate.mfu, "minutes_estimate": minutes,
+        "minutes_if_compute_bound": steps * phase.estimate.compute_seconds / 60,
+        "estimate": phase.estimate.to_json(),
+        "compile_seconds": time.perf_counter() - start,
+    }
+    print(json.dumps(report, indent=2))
+    print(f"\n{target_name}: {steps:,} steps x {phase.estimate.step_seconds * 1e3:.0f} ms "
+          f"(roofline estimate of the compiled step) = {minutes:.0f} min for {EPOCHS} epochs "
+          f"({report['minutes_if_compute_bound']:.0f} min if compute-bound); "
+          f"{'fits' if result.fits else 'does NOT fit'} in HBM. The BERT paper: about 30 min "
+          "on a single Cloud TPU.")
+    return 0 if result.fits else 2
+
+
 def main(argv=None) -> int:
     args, overrides = parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
@@ -61,6 +103,8 @@ def main(argv=None) -> int:
     config = load_config_file(args.config)
     check_keys(config, squad_template(config.model.preset))
     apply_overrides(config, overrides)
+    if args.target:
+        return estimate_on_target(config, args.config, args.target)
     if args.eval_every:
         config.train.checkpoint_every = args.eval_every
         config.train.keep_checkpoints = 1000
