@@ -118,7 +118,7 @@ def attention_check(quick: bool) -> list[dict]:
 
 
 def lmscale_step(name: str, preset_name: str, batch: int, seq: int, attention: str,
-                 steps: int) -> dict:
+                 steps: int, profile_dir: str = "") -> dict:
     """One workload's compiled train step on every local device (data parallel)."""
     import jax
     from lmscale.models.bert_heads import BertForQuestionAnswering
@@ -144,7 +144,7 @@ def lmscale_step(name: str, preset_name: str, batch: int, seq: int, attention: s
     opt = OptimizerConfig(learning_rate=1e-4, warmup_steps=10, schedule="linear")
     peak = throughput.peak_flops_per_device("bfloat16")
     r = time_train_step(objective, make_optimizer(opt, 1000), make_schedule(opt, 1000), mesh,
-                        data, 1, flops, peak, steps=steps, warmup=3)
+                        data, 1, flops, peak, steps=steps, warmup=3, profile_dir=profile_dir)
     device = jax.devices()[0]
     return {"workload": name, "impl": f"lmscale ({attention} attention)",
             "device": f"{jax.device_count()} x {device.device_kind}", "batch": batch,
@@ -154,7 +154,7 @@ def lmscale_step(name: str, preset_name: str, batch: int, seq: int, attention: s
             "compile_s": r.compile_seconds, "flops_per_step": flops}
 
 
-def run_lmscale(out: str, quick: bool, steps: int) -> int:
+def run_lmscale(out: str, quick: bool, steps: int, profile: bool = False) -> int:
     import jax
     _log(f"jax {jax.__version__}, backend {jax.default_backend()}, "
          f"{jax.device_count()} x {jax.devices()[0].device_kind}")
@@ -179,7 +179,31 @@ def run_lmscale(out: str, quick: bool, steps: int) -> int:
                  f"{row['tokens_per_sec']:,.0f} tokens/s, MFU {row['mfu']:.1%} "
                  f"(compile {row['compile_s']:.0f} s)")
             _write(out, "lmscale.json", rows)
+    if profile:
+        profile_busiest(out, quick, steps)
     return 0 if rows else 1
+
+
+def profile_busiest(out: str, quick: bool, steps: int) -> None:
+    """Trace the first workload's step (auto attention) and keep its busiest operations."""
+    import tempfile
+
+    from lmscale.train.bench import PROFILED_STEPS
+    from lmscale.train.profile import top_operations
+
+    name, (preset_name, batch, seq) = next(iter(_workloads(quick).items()))
+    trace = tempfile.mkdtemp(prefix="lmscale-trace-")
+    try:
+        lmscale_step(name, preset_name, batch, seq, "auto", steps, profile_dir=trace)
+        busiest = top_operations(trace, PROFILED_STEPS, top=25)
+    except Exception:
+        traceback.print_exc()
+        return
+    _write(out, "profile.json", [{"workload": name, "operation": op, "ms_per_step": ms,
+                                  "share": share} for op, ms, share in busiest])
+    _log(f"busiest operations of {name} (lmscale, auto attention):")
+    for op, ms, share in busiest:
+        _log(f"  {ms:9.2f} ms/step {share:6.1%}  {op}")
 
 
 # --- Hugging Face PyTorch ---------------------------------------------------------------
@@ -332,9 +356,11 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default="runs/accelerator_suite")
     parser.add_argument("--steps", type=int, default=10, help="timed steps (median)")
     parser.add_argument("--quick", action="store_true", help="tiny shapes (CPU test)")
+    parser.add_argument("--profile", action="store_true",
+                        help="also trace the first workload and list its busiest operations")
     args = parser.parse_args(argv)
     if args.part == "lmscale":
-        return run_lmscale(args.out, args.quick, args.steps)
+        return run_lmscale(args.out, args.quick, args.steps, args.profile)
     if args.part == "pytorch":
         return run_pytorch(args.out, args.quick, args.steps)
     print(report(args.out))
