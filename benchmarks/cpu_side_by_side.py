@@ -333,6 +333,11 @@ def report(shapes: list[Shape], rows: list[dict], runs: list[dict], impls: list[
              f"{context['lmscale_revision']}; load average (1, 5, 15 min) before "
              f"{context['load_average_before']}, after {context['load_average_after']}", ""]
     lines.append(format_table(rows, runs, impls))
+    worst = max((r["others_cpu_share"] for r in runs if r["status"] == "ok"), default=0.0)
+    if worst > CONTAMINATED:
+        lines += ["", f"CONTAMINATED: other processes took up to {worst:.0%} of the CPU while "
+                  f"steps were timed; these times and ratios do not measure the "
+                  f"implementations. Rerun on an idle machine."]
     lines += ["", "s/step: median of the timed steps (tokens/s in brackets). vs X: X's "
               "s/step / lmscale's (above 1: lmscale faster). Compile: the first step "
               "(PyTorch: its first, eager step). Others' CPU: the largest share of the "
