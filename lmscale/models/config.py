@@ -47,6 +47,10 @@ class ModelConfig:
     # Embedding rows (and logits) are padded to a multiple of this; the padded logits are
     # masked, so outputs equal the unpadded model's. See `for_tensor_parallel`.
     vocab_multiple: int = VOCAB_MULTIPLE
+    # GPT's next-token loss takes the logits this many positions at a time, recomputing
+    # each chunk's in the backward pass, so the [batch, length, vocab] float32 logits are
+    # never whole in memory; 0 = all positions at once. Any size (the last chunk is padded).
+    loss_chunk: int = 0
 
     def __post_init__(self):
         if self.family not in FAMILIES:
@@ -69,6 +73,13 @@ class ModelConfig:
             raise ConfigError(f"model.compute_dtype {self.compute_dtype!r}: {err}") from err
         if self.vocab_multiple < 1:
             raise ConfigError(f"model.vocab_multiple must be >= 1, got {self.vocab_multiple}")
+        if self.loss_chunk < 0:
+            raise ConfigError(f"model.loss_chunk must be >= 0 (0 = no chunking), got "
+                              f"{self.loss_chunk}")
+        if self.loss_chunk and self.family != "gpt":
+            raise ConfigError("model.loss_chunk applies to GPT's next-token loss; BERT "
+                              "computes vocabulary logits only at the masked positions, "
+                              "so leave it 0")
 
     @property
     def attention_dropout_rate(self) -> float:

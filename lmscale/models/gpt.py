@@ -11,6 +11,16 @@ from lmscale.models.layers import MLP, Embed, LayerNorm, SelfAttention, constrai
 from lmscale.models.vocab import mask_padded_logits
 
 
+def tied_logits(hidden: jax.Array, table: jax.Array, cfg: ModelConfig) -> jax.Array:
+    """GPT-2's output layer: hidden [..., d_model] against every row of the token table
+    [padded vocab, d_model] (weight tying, Press & Wolf 2017) -> float32 logits
+    [..., padded vocab], the padding columns masked (`lmscale.models.vocab`). Matmul
+    inputs take the compute dtype and accumulate in float32, as in `Embed.attend`."""
+    logits = jnp.einsum("...d,vd->...v", hidden.astype(cfg.dtype), table.astype(cfg.dtype),
+                        preferred_element_type=jnp.float32)
+    return mask_padded_logits(logits, cfg.vocab_size)
+
+
 class GPTBlock(nn.Module):
     config: ModelConfig
     deterministic: bool = True
@@ -35,7 +45,8 @@ class GPT(nn.Module):
     def __call__(self, input_ids: jax.Array, positions: jax.Array | None = None,
                  attention_mask: jax.Array | None = None,
                  segment_ids: jax.Array | None = None,
-                 deterministic: bool = True, decode: bool = False) -> jax.Array:
+                 deterministic: bool = True, decode: bool = False,
+                 return_hidden: bool = False) -> jax.Array | tuple[jax.Array, jax.Array]:
         """input_ids [batch, length] -> logits [batch, length, padded vocab] (float32);
         the columns from `config.vocab_size` on are padding, masked to a large negative
         value (see `lmscale.models.vocab`).
@@ -49,6 +60,12 @@ class GPT(nn.Module):
         `decode=True` reads and extends the `cache` collection (apply with
         `mutable=["cache"]`); see `SelfAttention`. Initialising with `decode=True` on
         input of length L creates a cache of L slots.
+
+        `return_hidden=True` returns, instead of the logits, the final hidden states
+        [batch, length, d_model] (after `ln_f`, compute dtype) and the tied token table
+        [padded vocab, d_model] (float32): `tied_logits` of the two is the logits, for a
+        loss that computes them a few positions at a time (`CausalLMObjective` with
+        `config.loss_chunk`).
         """
         cfg = self.config
         if positions is None:
@@ -69,6 +86,6 @@ class GPT(nn.Module):
         x, _ = stack_layers(GPTBlock, cfg, "blocks", deterministic=deterministic,
                             decode=decode)(x, mask)
         x = LayerNorm(cfg.layer_norm_eps, cfg.dtype, name="ln_f")(x)
-        logits = wte.attend(x)  # weight tying (GPT-2, as in Press & Wolf 2017)
-        logits = mask_padded_logits(logits, cfg.vocab_size)
-        return constrain(logits, ("batch", "length", "act_vocab"))
+        if return_hidden:
+            return x, wte.embedding
+        return constrain(tied_logits(x, wte.embedding, cfg), ("batch", "length", "act_vocab"))

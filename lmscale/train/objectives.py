@@ -15,6 +15,8 @@ import jax.numpy as jnp
 import optax
 
 from lmscale.models import GPT, BertForPretraining, ModelConfig
+from lmscale.models.gpt import tied_logits
+from lmscale.models.layers import constrain
 
 Batch = dict[str, jax.Array]
 
@@ -34,10 +36,54 @@ def _masked_sums(logits: jax.Array, labels: jax.Array, weights: jax.Array):
     return jnp.sum(loss * weights), jnp.sum(correct * weights)
 
 
+def _chunked_lm_sums(hidden: jax.Array, table: jax.Array, labels: jax.Array,
+                     weights: jax.Array, cfg: ModelConfig):
+    """`_masked_sums` of GPT's logits, `tied_logits(hidden, table)`, computed
+    `cfg.loss_chunk` positions at a time: hidden [batch, length, d_model], table
+    [padded vocab, d_model], labels and weights [batch, length].
+
+    Each chunk is checkpointed, so the backward pass recomputes its logits instead of
+    saving them: at most one chunk's [batch, chunk, vocab] float32 logits (and their
+    gradient) are alive, for one more head matmul per step. A length the chunk does not
+    divide is padded with positions of weight 0, which add nothing to either sum.
+    """
+    batch, length = labels.shape
+    chunk = cfg.loss_chunk
+    chunks = -(-length // chunk)
+    pad = chunks * chunk - length
+    if pad:
+        hidden = jnp.pad(hidden, ((0, 0), (0, pad), (0, 0)))
+        labels, weights = (jnp.pad(x, ((0, 0), (0, pad))) for x in (labels, weights))
+
+    def by_chunk(x):  # [batch, chunks * chunk, ...] -> [chunks, batch, chunk, ...]
+        return jnp.swapaxes(x.reshape(batch, chunks, chunk, *x.shape[2:]), 0, 1)
+
+
+    @jax.checkpoint
+    def chunk_sums(table, hidden, labels, weights):
+        hidden = constrain(hidden, ("batch", "length", "act_embed"))
+        logits = constrain(tied_logits(hidden, table, cfg), ("batch", "length", "act_vocab"))
+        return _masked_sums(logits, labels, weights)
+
+    def add_chunk(totals, inputs):
+        loss, correct = chunk_sums(table, *inputs)
+        return (totals[0] + loss, totals[1] + correct), None
+
+    zero = jnp.zeros((), jnp.float32)
+    # Unrolled with the layers (`scan_layers=False`), so that XLA's cost analysis, which
+    # counts a loop body once, counts every chunk (`lmscale plan`'s FLOPs).
+    (loss, correct), _ = jax.lax.scan(
+        add_chunk, (zero, zero), (by_chunk(hidden), by_chunk(labels), by_chunk(weights)),
+        unroll=not cfg.scan_layers)
+    return loss, correct
+
+
 @dataclass(frozen=True)
 class CausalLMObjective:
     """GPT next-token prediction; `loss_mask` zeroes padding or prompt positions. Packed
-    rows may carry `positions` and `segment_ids` (see `GPT`)."""
+    rows may carry `positions` and `segment_ids` (see `GPT`). With the model's
+    `loss_chunk` set (and shorter than the rows), the logits are computed a chunk of
+    positions at a time (`_chunked_lm_sums`); the sums equal the whole-logits ones."""
 
     model: nn.Module
     loss_terms: tuple[str, ...] = ("lm_loss",)
@@ -46,11 +92,18 @@ class CausalLMObjective:
         return self.model.init(rng, batch["input_ids"])
 
     def term_sums(self, params, batch: Batch, dropout_rng: jax.Array | None) -> dict:
-        logits = self.model.apply(params, batch["input_ids"], positions=batch.get("positions"),
-                                  segment_ids=batch.get("segment_ids"),
-                                  deterministic=dropout_rng is None,
-                                  rngs=None if dropout_rng is None else {"dropout": dropout_rng})
-        loss, correct = _masked_sums(logits, batch["targets"], self._weights(batch))
+        cfg = self.model.config
+        chunked = 0 < cfg.loss_chunk < batch["input_ids"].shape[1]
+        outputs = self.model.apply(params, batch["input_ids"],
+                                   positions=batch.get("positions"),
+                                   segment_ids=batch.get("segment_ids"),
+                                   deterministic=dropout_rng is None, return_hidden=chunked,
+                                   rngs=None if dropout_rng is None else {"dropout": dropout_rng})
+        targets, weights = batch["targets"], self._weights(batch)
+        if chunked:
+            loss, correct = _chunked_lm_sums(*outputs, targets, weights, cfg)
+        else:
+            loss, correct = _masked_sums(outputs, targets, weights)
         return {"lm_loss": loss, "lm_accuracy": correct}
 
     def term_counts(self, batch: Batch) -> dict:
