@@ -177,6 +177,9 @@ def levers(config: ml_collections.ConfigDict) -> list[str]:
     if batch % (2 * accum) == 0:
         found.append(f"accumulate gradients over more micro-batches "
                      f"(--config.train.grad_accum_steps={2 * accum})")
+    if config.model.family == "gpt" and not config.model.get("loss_chunk"):
+        found.append("compute the loss a chunk of positions at a time, never holding the "
+                     "whole [batch, length, vocab] logits (--config.model.loss_chunk=256)")
     if config.mesh.fsdp == 1:
         found.append("shard parameters and optimiser state (--config.mesh.fsdp=-1 "
                      "--config.mesh.data=1)")

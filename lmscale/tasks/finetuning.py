@@ -12,7 +12,7 @@ from lmscale.errors import ConfigError
 
 # Fields a fine-tuning config may change on a pretrained model; the shape is the checkpoint's.
 RUNTIME_FIELDS = ("compute_dtype", "remat_policy", "attention_impl", "dropout",
-                  "attention_dropout")
+                  "attention_dropout", "loss_chunk")
 
 
 def set_step_budget(config: ml_collections.ConfigDict, num_train_examples: int) -> None:

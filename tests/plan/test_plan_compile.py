@@ -70,6 +70,7 @@ def test_a_config_that_cannot_fit_exits_2_with_bytes_needed_and_levers(capsys):
     assert code == 2
     assert "does not fit" in err and "GiB per device" in err and "of HBM" in err
     assert "grad_accum_steps=2" in err and "remat_policy=full" in err
+    assert "loss_chunk=256" in err
 
 
 STATE_BOUND = ["--config", config("gpt2_small"), "--target", "v5e-4",
