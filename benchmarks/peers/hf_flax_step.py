@@ -16,26 +16,14 @@ import jax.numpy as jnp
 import optax
 import transformers
 
-from step_timing import emit, parse_step_args, peer_batch, time_steps
+from step_timing import emit, hf_config, parse_step_args, peer_batch, time_steps
 
 
 def hf_model(args):
-    dtype = jnp.dtype(args.dtype)
-    if args.family == "gpt":
-        config = transformers.GPT2Config(
-            vocab_size=args.vocab, n_positions=args.max_len, n_embd=args.d_model,
-            n_layer=args.layers, n_head=args.heads, n_inner=args.d_ff, resid_pdrop=0.0,
-            embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=args.vocab - 1,
-            eos_token_id=args.vocab - 1)
-        cls = transformers.FlaxGPT2LMHeadModel
-    else:
-        config = transformers.BertConfig(
-            vocab_size=args.vocab, hidden_size=args.d_model, num_hidden_layers=args.layers,
-            num_attention_heads=args.heads, intermediate_size=args.d_ff,
-            max_position_embeddings=args.max_len, hidden_dropout_prob=0.0,
-            attention_probs_dropout_prob=0.0)
-        cls = transformers.FlaxBertForPreTraining
-    return cls(config, input_shape=(1, args.seq), seed=args.seed, dtype=dtype)
+    cls = (transformers.FlaxGPT2LMHeadModel if args.family == "gpt"
+           else transformers.FlaxBertForPreTraining)
+    return cls(hf_config(args), input_shape=(1, args.seq), seed=args.seed,
+               dtype=jnp.dtype(args.dtype))
 
 
 def loss_fn(model, family: str):

@@ -15,23 +15,13 @@ import os
 import torch
 import transformers
 
-from step_timing import emit, parse_step_args, peer_batch, time_steps
+from step_timing import emit, hf_config, parse_step_args, peer_batch, time_steps
 
 
 def hf_model(args) -> torch.nn.Module:
     if args.family == "gpt":
-        config = transformers.GPT2Config(
-            vocab_size=args.vocab, n_positions=args.max_len, n_embd=args.d_model,
-            n_layer=args.layers, n_head=args.heads, n_inner=args.d_ff, resid_pdrop=0.0,
-            embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=args.vocab - 1,
-            eos_token_id=args.vocab - 1)
-        return transformers.GPT2LMHeadModel(config)
-    config = transformers.BertConfig(
-        vocab_size=args.vocab, hidden_size=args.d_model, num_hidden_layers=args.layers,
-        num_attention_heads=args.heads, intermediate_size=args.d_ff,
-        max_position_embeddings=args.max_len, hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0)
-    return transformers.BertForPreTraining(config)
+        return transformers.GPT2LMHeadModel(hf_config(args))
+    return transformers.BertForPreTraining(hf_config(args))
 
 
 def adamw(params, args) -> tuple[torch.optim.Optimizer, str]:

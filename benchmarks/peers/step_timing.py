@@ -70,6 +70,24 @@ def parse_step_args(description: str, argv=None) -> argparse.Namespace:
     return args
 
 
+def hf_config(args: argparse.Namespace):
+    """The Hugging Face config of the shape in `args` (dropout 0), for either peer: GPT-2
+    and BERT configs are the same in transformers 4.57 (Flax) and 5.x (PyTorch)."""
+    import transformers
+
+    if args.family == "gpt":
+        return transformers.GPT2Config(
+            vocab_size=args.vocab, n_positions=args.max_len, n_embd=args.d_model,
+            n_layer=args.layers, n_head=args.heads, n_inner=args.d_ff, resid_pdrop=0.0,
+            embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=args.vocab - 1,
+            eos_token_id=args.vocab - 1)
+    return transformers.BertConfig(
+        vocab_size=args.vocab, hidden_size=args.d_model, num_hidden_layers=args.layers,
+        num_attention_heads=args.heads, intermediate_size=args.d_ff,
+        max_position_embeddings=args.max_len, hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0)
+
+
 def peer_batch(args: argparse.Namespace) -> dict[str, np.ndarray]:
     """Random tokens with the shapes of a real batch (timing does not depend on values).
     GPT: `seq` input tokens, the causal-LM labels are the same tokens (the models shift).
