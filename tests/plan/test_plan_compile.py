@@ -45,6 +45,7 @@ def test_gpt2_small_fits_a_v5e_16_and_flops_agree(capsys):
     assert 0 < result["estimated_mfu"] < 1 and result["estimated_step_seconds"] > 0
 
 
+@pytest.mark.slow  # keeps the default suite under 25 min; `pytest -m slow`
 def test_gpt2_small_with_tensor_parallelism_pads_the_vocabulary_and_fits(capsys):
     code, result, err = plan(capsys, "--config", config("gpt2_small"), "--target", "v5e-16",
                              "--config.model.num_layers=2", "--config.mesh.tensor=2",
@@ -81,6 +82,7 @@ STATE_BOUND = ["--config", config("gpt2_small"), "--target", "v5e-4",
                "--no-eval", "--json"]
 
 
+@pytest.mark.slow  # keeps the default suite under 25 min; `pytest -m slow`
 def test_the_guard_and_accumulation_do_not_copy_the_state(capsys):
     # A model whose state dwarfs its activations (d 2,048, one row of 16 tokens per device,
     # FSDP over 4 devices). The non-finite guard selects between the old and the new state:
@@ -98,6 +100,7 @@ def test_the_guard_and_accumulation_do_not_copy_the_state(capsys):
     assert memory[2]["temporaries"] - memory[1]["temporaries"] < 4 * params_shard, memory
 
 
+@pytest.mark.slow  # keeps the default suite under 25 min; `pytest -m slow`
 def test_bert_base_phases_are_planned_separately(capsys):
     code, result, err = plan(capsys, "--config", config("bert_base"), "--target", "v5e-16",
                              "--config.model.num_layers=2", "--no-eval", "--json")
@@ -127,6 +130,7 @@ def test_two_slices_put_the_data_axis_across_them(capsys):
     assert result["devices"] == 8 and result["slices"] == 2 and result["fits"] is True
 
 
+@pytest.mark.slow  # keeps the default suite under 25 min; `pytest -m slow`
 def test_search_ranks_what_fits_fastest_first(capsys):
     code = main(["plan", "--config", config("gpt2_tiny"), "--target", "v5e-4", "--search",
                  "--max-tensor", "1", "--remat", "none"])

@@ -16,6 +16,7 @@ pytest.importorskip("libtpu", reason="compiling for TPU topologies needs libtpu 
                     "(pip install -e '.[test]' installs it)")
 
 
+@pytest.mark.slow  # keeps the default suite under 25 min; `pytest -m slow`
 def test_scanned_and_unrolled_steps_move_the_same_bytes():
     """XLA's bytes accessed of the unrolled program (no loop to under-count) against the
     scanned program's as `compiled_cost` scales it. Before loop-aware scaling, the scanned
