@@ -30,6 +30,7 @@ import statistics
 import sys
 import time
 import traceback
+from types import SimpleNamespace
 
 from squad_stats import EPOCHS as SQUAD_EPOCHS, TRAIN_WINDOWS as SQUAD_TRAIN_WINDOWS
 
@@ -213,30 +214,23 @@ def torch_step(name: str, preset_name: str, batch: int, seq: int, steps: int) ->
     library's default attention (SDPA), fused AdamW on CUDA, gradient clipping at 1.0."""
     import torch
     import transformers
-    from lmscale.models import preset
+    from lmscale.models import ModelConfig, preset
     from lmscale.parallel.chips import chip_for_device_kind, peak_flops
     from lmscale.train import throughput
-    from lmscale.models import ModelConfig
+    from peers.step_timing import hf_config
 
     shape = ModelConfig.from_dict(preset(preset_name, dropout=0.0))
     device = "cuda" if torch.cuda.is_available() else "cpu"
     gen = torch.Generator().manual_seed(0)
     ids = torch.randint(0, shape.vocab_size, (batch, seq), generator=gen).to(device)
+    config = hf_config(SimpleNamespace(
+        family=shape.family, vocab=shape.vocab_size, max_len=shape.max_len,
+        d_model=shape.d_model, layers=shape.num_layers, heads=shape.num_heads, d_ff=shape.d_ff))
     if shape.family == "gpt":
-        config = transformers.GPT2Config(
-            vocab_size=shape.vocab_size, n_positions=shape.max_len, n_embd=shape.d_model,
-            n_layer=shape.num_layers, n_head=shape.num_heads, n_inner=shape.d_ff,
-            resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-            bos_token_id=shape.vocab_size - 1, eos_token_id=shape.vocab_size - 1)
         model = transformers.GPT2LMHeadModel(config)
         inputs = {"input_ids": ids, "labels": ids}
         flops = throughput.pretrain_flops_per_step(shape, batch, seq, 0)
     else:
-        config = transformers.BertConfig(
-            vocab_size=shape.vocab_size, hidden_size=shape.d_model,
-            num_hidden_layers=shape.num_layers, num_attention_heads=shape.num_heads,
-            intermediate_size=shape.d_ff, max_position_embeddings=shape.max_len,
-            hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
         model = transformers.BertForQuestionAnswering(config)
         positions = torch.randint(0, seq, (2, batch), generator=gen).to(device)
         inputs = {"input_ids": ids, "token_type_ids": torch.zeros_like(ids),

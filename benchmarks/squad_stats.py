@@ -5,7 +5,8 @@ tokens with stride 128 and BERT's uncased WordPiece, the dev set makes 1.0249 wi
 question (10,833 windows from its 10,570 questions, measured with lmscale's featurizer,
 `lmscale.data.squad.build_squad_features`, and the all-MiniLM-L6-v2 vocabulary). The
 training file is not available offline, so it is taken to split alike:
-87,599 x 10,833 / 10,570 = 89,779 windows.
+87,599 x 10,833 / 10,570 = 89,779 windows. tests/benchmarks/test_squad_stats.py recounts the
+dev windows.
 """
 
 TRAIN_QUESTIONS = 87_599
