@@ -23,6 +23,11 @@ INSTALL_REQUIRES = [
     "matplotlib==3.11.2",
     "tensorboardX==2.6.5",
     "scipy==1.17.1",
+    # Run directories anywhere (lmscale/storage.py): etils epath reaches gs:// through
+    # gcsfs, Orbax's arrays through tensorstore, TensorBoard's events google-cloud-storage.
+    "etils[epath]==1.15.0",
+    "gcsfs==2026.10.1",
+    "google-cloud-storage==3.17.1",
 ]
 
 LIBTPU = "libtpu==0.0.42.1"
@@ -38,7 +43,8 @@ setup(
         # libtpu gives `lmscale plan` real TPU topologies to compile for (no TPU needed);
         # 0.0.42.* is what jax[tpu] 0.10.2 pins.
         "tpu": [LIBTPU],
-        "test": ["pytest==9.0.3", "ruff==0.17.6", LIBTPU],
+        # gcp-storage-emulator: a local GCS server for the gs:// run-directory tests.
+        "test": ["pytest==9.0.3", "ruff==0.17.6", "gcp-storage-emulator==2026.7.19", LIBTPU],
         # The Hugging Face PyTorch peer of benchmarks/cpu_side_by_side.py and the accelerator
         # suite ("torch==2.13.0" is the CPU wheel here). The Flax peer needs transformers
         # 4.57.6, which refuses tokenizers 0.23.3, so it gets its own environment

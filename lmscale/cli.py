@@ -314,6 +314,7 @@ def cmd_scaling_table(args, overrides) -> int:
 
 
 def cmd_scaling_fit(args, overrides) -> int:
+    from lmscale import storage
     from lmscale.scaling.fit import FIT_GRIDS, fit_all, fits_to_json, read_results
     from lmscale.scaling.plots import write_plots
 
@@ -321,23 +322,23 @@ def cmd_scaling_fit(args, overrides) -> int:
                    grid=FIT_GRIDS[args.grid])
     report = json.dumps(fits_to_json(fits), indent=2)
     print(report)
-    out = args.out or os.path.dirname(os.path.abspath(args.results))
+    out = args.out or os.fspath(storage.as_path(storage.absolute(args.results)).parent)
     paths = write_plots(fits, out)
-    with open(os.path.join(out, "fit.json"), "w", encoding="utf-8") as f:
-        f.write(report + "\n")
-    print(f"wrote {os.path.join(out, 'fit.json')} and {', '.join(p.name for p in paths)}",
+    storage.write_text(storage.join(out, "fit.json"), report + "\n")
+    print(f"wrote {storage.join(out, 'fit.json')} and {', '.join(p.name for p in paths)}",
           file=sys.stderr)
     return 0
 
 
 def cmd_scaling_sweep(args, overrides) -> int:
+    from lmscale import storage
     from lmscale.scaling.sweep import plan_sweep, run_sweep
 
     config = _load_config(args.config, overrides)
     workdir = args.workdir or os.path.join("runs", config.name)
     rows = run_sweep(config, workdir, args.max_points)
     print(f"{len(rows)} of {len(plan_sweep(config))} points finished; results in "
-          f"{os.path.join(workdir, 'results.csv')} and results.jsonl")
+          f"{storage.join(workdir, 'results.csv')} and results.jsonl")
     return 0
 
 

@@ -19,13 +19,13 @@ import dataclasses
 import json
 import logging
 import os
-import shutil
 from dataclasses import dataclass
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from lmscale import storage
 from lmscale.convert.hf_bert import read_hf_checkpoint, write_hf_checkpoint
 from lmscale.convert.hf_gpt2 import read_hf_gpt2, write_hf_gpt2
 from lmscale.convert.spm_to_hf import write_hf_tokenizer
@@ -61,32 +61,30 @@ def save_pretrained(out_dir: str, config: ModelConfig, params: dict,
                     tokenizer_files: list[str]) -> None:
     """Write the lmscale pretrained format (see the module docstring); `params` may have
     the vocabulary padded to any size, the export holds it unpadded."""
-    os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, MODEL_CONFIG), "w", encoding="utf-8") as f:
-        json.dump(dataclasses.asdict(dataclasses.replace(config, vocab_multiple=1)), f,
-                  indent=2)
+    storage.write_json(storage.join(out_dir, MODEL_CONFIG),
+                       dataclasses.asdict(dataclasses.replace(config, vocab_multiple=1)))
     host_params = unpad_vocab(jax.tree.map(np.asarray, params), config)
     with ocp.StandardCheckpointer() as checkpointer:
-        checkpointer.save(os.path.abspath(os.path.join(out_dir, PARAMS_DIR)), host_params,
+        checkpointer.save(storage.absolute(storage.join(out_dir, PARAMS_DIR)), host_params,
                           force=True)
     copy_tokenizer_files(tokenizer_files, out_dir)
 
 
 def copy_tokenizer_files(files: list[str], out_dir: str) -> None:
     """Copy a tokenizer's files into `out_dir`, where `load_pretrained` looks for them."""
-    os.makedirs(out_dir, exist_ok=True)
+    storage.makedirs(out_dir)
     for path in files:
         # A SentencePiece model keeps one fixed name so the loader can find it.
-        name = SENTENCEPIECE_FILE if path.endswith(".model") else os.path.basename(path)
-        target = os.path.join(out_dir, name)
-        if os.path.abspath(path) != os.path.abspath(target):
-            shutil.copyfile(path, target)
+        name = SENTENCEPIECE_FILE if path.endswith(".model") else storage.as_path(path).name
+        target = storage.join(out_dir, name)
+        if storage.absolute(path) != storage.absolute(target):
+            storage.copy_file(path, target)
 
 
 def _tokenizer_files(directory: str) -> list[str]:
     names = (SENTENCEPIECE_FILE, *WORDPIECE_FILES, *GPT2_BPE_FILES)
-    return [os.path.join(directory, n) for n in names
-            if os.path.isfile(os.path.join(directory, n))]
+    return [storage.join(directory, n) for n in names
+            if storage.isfile(storage.join(directory, n))]
 
 
 def _tokenizer_from_files(files: list[str], where: str) -> Tokenizer:
@@ -96,28 +94,27 @@ def _tokenizer_from_files(files: list[str], where: str) -> Tokenizer:
     if not files:
         raise InputError(f"{where} holds no tokenizer (vocab.txt, tokenizer.json or a "
                          "SentencePiece .model); copy the one the model was trained with")
-    return load_tokenizer(os.path.dirname(files[0]))
+    return load_tokenizer(os.fspath(storage.as_path(files[0]).parent))
 
 
 def _load_export(directory: str) -> tuple[ModelConfig, dict, list[str]]:
-    with open(os.path.join(directory, MODEL_CONFIG), encoding="utf-8") as f:
-        config = ModelConfig.from_dict(json.load(f))
+    config = ModelConfig.from_dict(storage.read_json(storage.join(directory, MODEL_CONFIG)))
     with ocp.StandardCheckpointer() as checkpointer:
-        params = checkpointer.restore(os.path.abspath(os.path.join(directory, PARAMS_DIR)))
+        params = checkpointer.restore(storage.absolute(storage.join(directory, PARAMS_DIR)))
     return config, jax.tree.map(np.asarray, params), _tokenizer_files(directory)
 
 
 def _load_pretrain_run(directory: str, run_config: dict) -> tuple[ModelConfig, dict, list[str]]:
     config = ModelConfig.from_dict(run_config["model"])
-    params = Checkpointer(os.path.join(directory, "checkpoints")).restore_params()
+    params = Checkpointer(storage.join(directory, "checkpoints")).restore_params()
     # `lmscale pretrain` uses data.tokenizer, or trains one into the run directory.
     spm = run_config.get("data", {}).get("tokenizer") or \
-        os.path.join(directory, "tokenizer", "spm.model")
-    files = [spm] if os.path.isfile(spm) else []
-    if not files and os.path.isdir(spm):
+        storage.join(directory, "tokenizer", "spm.model")
+    files = [spm] if storage.isfile(spm) else []
+    if not files and storage.isdir(spm):
         files = _tokenizer_files(spm)
     if not files:  # fine-tuning runs copy their tokenizer here
-        files = _tokenizer_files(os.path.join(directory, "tokenizer"))
+        files = _tokenizer_files(storage.join(directory, "tokenizer"))
     return config, params, files
 
 
@@ -129,19 +126,16 @@ def load_pretrained(directory: str, tensor: int | None = None) -> Pretrained:
     with `tensor`, padded for that many tensor-parallel devices instead
     (`ModelConfig.for_tensor_parallel`, zero rows added). Either way `params` fit `config`.
     """
-    if not os.path.isdir(directory):
+    if not storage.isdir(directory):
         raise InputError(f"pretrained checkpoint {directory!r} is not a directory")
-    config_file = os.path.join(directory, "config.json")
-    run_config = {}
-    if os.path.isfile(config_file):
-        with open(config_file, encoding="utf-8") as f:
-            run_config = json.load(f)
-    if os.path.isfile(os.path.join(directory, MODEL_CONFIG)):
+    config_file = storage.join(directory, "config.json")
+    run_config = storage.read_json(config_file) if storage.isfile(config_file) else {}
+    if storage.isfile(storage.join(directory, MODEL_CONFIG)):
         config, params, files = _load_export(directory)
-    elif "model" in run_config and os.path.isdir(os.path.join(directory, "checkpoints")):
+    elif "model" in run_config and storage.isdir(storage.join(directory, "checkpoints")):
         config, params, files = _load_pretrain_run(directory, run_config)
     elif run_config:
-        converted = read_hf(directory, run_config)
+        converted = read_hf(storage.local_copy(directory), run_config)
         config, params, files = converted.config, converted.params, _tokenizer_files(directory)
     else:
         raise InputError(f"{directory!r} is neither an lmscale export ({MODEL_CONFIG}), an "
@@ -189,6 +183,7 @@ def convert_hf(model_dir: str, out_dir: str) -> list[str]:
     """`lmscale convert hf`: a Hugging Face BERT or GPT-2 directory (by config.json
     `model_type`) into the lmscale format. Returns the parts the source lacks (pooler,
     MLM/NSP heads): a model that needs them initialises them afresh and says so."""
+    model_dir = storage.local_copy(model_dir)
     converted = read_hf(model_dir)
     files = _tokenizer_files(model_dir)
     check_vocab_sizes(converted.config, _tokenizer_from_files(files, model_dir), model_dir)
@@ -201,14 +196,15 @@ def export_hf(checkpoint_dir: str, out_dir: str) -> str:
     layout (model.safetensors, config.json, tokenizer files). Returns the architecture."""
     pretrained = load_pretrained(checkpoint_dir)
     write = write_hf_gpt2 if pretrained.config.family == "gpt" else write_hf_checkpoint
-    architecture = write(out_dir, pretrained.config, pretrained.params)
-    copy_tokenizer_files(pretrained.tokenizer_files, out_dir)
-    if isinstance(pretrained.tokenizer, SentencePieceTokenizer):
-        # spm.model stays for lmscale; transformers reads tokenizer.json.
-        try:
-            write_hf_tokenizer(pretrained.tokenizer.model_file, pretrained.config.family,
-                               pretrained.config.max_len, out_dir)
-        except InputError as err:
-            log.warning("%s; the export keeps only spm.model, which transformers' "
-                        "AutoTokenizer cannot read", err)
+    with storage.local_output_dir(out_dir) as local_out:
+        architecture = write(local_out, pretrained.config, pretrained.params)
+        copy_tokenizer_files(pretrained.tokenizer_files, local_out)
+        if isinstance(pretrained.tokenizer, SentencePieceTokenizer):
+            # spm.model stays for lmscale; transformers reads tokenizer.json.
+            try:
+                write_hf_tokenizer(pretrained.tokenizer.model_file, pretrained.config.family,
+                                   pretrained.config.max_len, local_out)
+            except InputError as err:
+                log.warning("%s; the export keeps only spm.model, which transformers' "
+                            "AutoTokenizer cannot read", err)
     return architecture

@@ -19,6 +19,7 @@ from sentencepiece import sentencepiece_model_pb2
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, processors
 from tokenizers import pre_tokenizers
 
+from lmscale import storage
 from lmscale.data.tokenizer import CLS, EOT, MASK, PAD, SEP, UNK
 from lmscale.errors import InputError
 
@@ -31,8 +32,7 @@ WORD_PREFIX = "\u2581"
 
 def read_model(model_file: str) -> sentencepiece_model_pb2.ModelProto:
     proto = sentencepiece_model_pb2.ModelProto()
-    with open(model_file, "rb") as f:
-        proto.ParseFromString(f.read())
+    proto.ParseFromString(storage.read_bytes(model_file))
     return proto
 
 

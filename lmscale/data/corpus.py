@@ -12,6 +12,7 @@ import re
 import sysconfig
 from collections.abc import Sequence
 
+from lmscale import storage
 from lmscale.data.tokenizer import expand_inputs
 from lmscale.errors import InputError
 
@@ -21,16 +22,8 @@ _SKIPPED_STDLIB_DIRS = ("test", "tests", "idlelib", "site-packages", "__pycache_
 
 
 def read_text_file(path: str) -> str:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
-    except UnicodeDecodeError as err:
-        raise InputError(
-            f"{path!r} is not valid UTF-8 (byte {err.start}): convert it, e.g. "
-            f"'iconv -f latin1 -t utf-8 {path}'"
-        ) from err
-    except OSError as err:
-        raise InputError(f"cannot read {path!r}: {err.strerror}") from err
+    """A local or remote (gs://) UTF-8 file's text."""
+    return storage.read_text(path)
 
 
 def split_blank_lines(text: str) -> list[str]:

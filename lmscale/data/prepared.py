@@ -5,6 +5,11 @@ of everything that determines them; training reads them back with `tfds` data so
 (random access, no TensorFlow), which Grain turns into step-indexed batches. TFDS writes
 into an `incomplete.*` directory and renames it when done, so a dataset that exists is
 whole.
+
+A remote root (gs://) holds the same files. array_record reads and writes local files only,
+so the dataset is written in a local folder and uploaded with TFDS's `dataset_info.json`
+last (what marks it prepared), and every process reads it from a local copy kept under
+`storage.cache_dir`, keyed by the fingerprint.
 """
 
 from __future__ import annotations
@@ -13,14 +18,20 @@ import hashlib
 import json
 import logging
 import os
+import shutil
+import tempfile
 from collections.abc import Callable
 
 import numpy as np
 import tensorflow_datasets as tfds
 
+from lmscale import storage
+
 log = logging.getLogger(__name__)
 
 Arrays = dict[str, np.ndarray]
+# Written last by TFDS (and uploaded last to a remote root): its presence means complete.
+DATASET_INFO = "lmscale_examples/1.0.0/dataset_info.json"
 
 
 class LmscaleExamples(tfds.core.GeneratorBasedBuilder):
@@ -55,23 +66,31 @@ def fingerprint(parts: dict) -> str:
 
 def file_digest(path: str) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with storage.as_path(path).open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
 
 
 def dataset_dir(root: str, key: str) -> str:
-    return os.path.join(root, key)
+    return storage.join(root, key)
 
 
 def is_prepared(root: str, key: str) -> bool:
-    return os.path.isfile(os.path.join(dataset_dir(root, key), "lmscale_examples", "1.0.0",
-                                       "dataset_info.json"))
+    return storage.isfile(storage.join(dataset_dir(root, key), DATASET_INFO))
 
 
 def write_examples(root: str, key: str, splits: dict[str, Arrays], metadata: dict) -> None:
     """Write `splits` as an array_record TFDS dataset under root/key, plus `metadata.json`."""
+    if storage.is_remote(root):
+        staging = tempfile.mkdtemp(prefix="lmscale-prepare-")
+        try:
+            write_examples(staging, key, splits, metadata)
+            storage.copy_tree(os.path.join(staging, key), dataset_dir(root, key),
+                              last=(DATASET_INFO,))
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return
     data_dir = dataset_dir(root, key)
     os.makedirs(data_dir, exist_ok=True)
     # Metadata first: the dataset counts as prepared only once TFDS has renamed its
@@ -87,6 +106,10 @@ def write_examples(root: str, key: str, splits: dict[str, Arrays], metadata: dic
 def open_examples(root: str, key: str) -> tuple[dict, dict]:
     """({split: random-access source}, metadata) of a prepared dataset."""
     data_dir = dataset_dir(root, key)
+    if storage.is_remote(root):
+        local = storage.cache_dir("prepared", key)
+        storage.mirror_to_local(data_dir, local)
+        data_dir = local
     builder = tfds.builder_from_directory(os.path.join(data_dir, "lmscale_examples", "1.0.0"))
     sources = {split: builder.as_data_source(split=split) for split in builder.info.splits}
     with open(os.path.join(data_dir, "metadata.json"), encoding="utf-8") as f:

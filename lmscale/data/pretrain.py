@@ -11,11 +11,13 @@ import functools
 import logging
 import os
 import sys
+import tempfile
 from dataclasses import dataclass
 from collections.abc import Callable
 
 import numpy as np
 
+from lmscale import storage
 from lmscale.data.bert_pretrain import BertPretrainingOptions, create_pretraining_examples
 from lmscale.data.corpus import BUILTIN_STDLIB, read_documents, split_held_out
 from lmscale.data.gpt_pretrain import pack_token_stream, token_stream
@@ -50,17 +52,17 @@ def _source_identity(source: str) -> object:
         return [source, sys.version]
     if source.startswith("tfds:"):
         return source
-    return [(path, os.path.getsize(path), os.path.getmtime(path))
+    return [(path, storage.size(path), storage.mtime(path))
             for path in expand_inputs([source])]
 
 
 def _tokenizer_identity(path: str) -> str:
     """A SentencePiece model by its bytes; a checkpoint's vocabulary directory by path."""
-    return file_digest(path) if os.path.isfile(path) else os.path.abspath(path)
+    return file_digest(path) if storage.isfile(path) else storage.absolute(path)
 
 
 def tokenizer_path(data_cfg, workdir: str) -> str:
-    return data_cfg.tokenizer or os.path.join(workdir, "tokenizer", "spm.model")
+    return data_cfg.tokenizer or storage.join(workdir, "tokenizer", "spm.model")
 
 
 def obtain_tokenizer(data_cfg, vocab_size: int, train_docs: Callable[[], list[str]],
@@ -68,20 +70,23 @@ def obtain_tokenizer(data_cfg, vocab_size: int, train_docs: Callable[[], list[st
     """The configured tokenizer, or one trained on the training split and kept in the run
     directory (reused on resume, so ids never change under a checkpoint)."""
     path = tokenizer_path(data_cfg, workdir)
-    if not data_cfg.tokenizer and is_main and not os.path.isfile(path):
-        prefix = path[: -len(".model")]
-        os.makedirs(os.path.dirname(prefix), exist_ok=True)
-        text_file = prefix + "-train.txt"
-        with open(text_file, "w", encoding="utf-8") as f:
-            f.write("\n".join(train_docs()))
+    if not data_cfg.tokenizer and is_main and not storage.isfile(path):
         log.info("training a %d-piece %s tokenizer on the training split", vocab_size,
                  data_cfg.tokenizer_model_type)
-        try:
-            train_sentencepiece(TokenizerTrainSpec(inputs=(text_file,), vocab_size=vocab_size,
-                                                   model_type=data_cfg.tokenizer_model_type),
-                                prefix)
-        finally:
-            os.remove(text_file)
+        # Trained in a local folder (SentencePiece writes local files), then put in place:
+        # the .vocab first, so a .model that exists comes with its .vocab.
+        with tempfile.TemporaryDirectory(prefix="lmscale-tokenizer-") as folder:
+            text_file = os.path.join(folder, "train.txt")
+            with open(text_file, "w", encoding="utf-8") as f:
+                f.write("\n".join(train_docs()))
+            model = train_sentencepiece(
+                TokenizerTrainSpec(inputs=(text_file,), vocab_size=vocab_size,
+                                   model_type=data_cfg.tokenizer_model_type),
+                os.path.join(folder, "spm"))
+            prefix = path[: -len(".model")]
+            for suffix in (".vocab", ".model"):
+                with open(model[: -len(".model")] + suffix, "rb") as f:
+                    storage.write_bytes(prefix + suffix, f.read())
     barrier("tokenizer")
     return load_tokenizer(path)
 
@@ -144,7 +149,7 @@ def prepare_pretraining_data(data_cfg, model_cfg, workdir: str, seq_len: int,
                 {"unigram_loss": unigram_entropy(tokens, tokenizer.vocab_size),
                  "sources": sources, "seq_len": seq_len})
 
-    root = data_cfg.prepared_dir or os.path.join(workdir, "data")
+    root = data_cfg.prepared_dir or storage.join(workdir, "data")
     prepared, metadata = prepare_once(root, key, build, is_main, barrier)
     return PretrainingData(tokenizer, prepared["train"], prepared["held_out"],
                            metadata["unigram_loss"])

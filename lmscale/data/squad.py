@@ -10,13 +10,13 @@ text is cut from the original context instead of being re-aligned by `get_final_
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from lmscale import storage
 from lmscale.data.tokenizer import Tokenizer
 from lmscale.errors import InputError
 
@@ -81,10 +81,10 @@ class SquadFeatures:
 
 def read_json_file(path: str, what: str) -> Any:
     """Parse a JSON file, turning a missing file or bad JSON into an InputError."""
-    if not os.path.isfile(path):
+    if not storage.isfile(path):
         raise InputError(f"{what} file {path!r} does not exist; check the path")
     try:
-        with open(path, encoding="utf-8") as f:
+        with storage.as_path(path).open(encoding="utf-8") as f:
             return json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise InputError(f"{what} file {path!r} is not valid JSON: {err}") from err

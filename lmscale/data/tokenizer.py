@@ -8,7 +8,6 @@ ids each model family needs, and whether a token starts a word (whole-word maski
 
 from __future__ import annotations
 
-import glob
 import os
 from dataclasses import dataclass
 from typing import Protocol
@@ -16,6 +15,7 @@ from collections.abc import Sequence
 
 import sentencepiece as spm
 
+from lmscale import storage
 from lmscale.errors import InputError
 
 # One vocabulary serves both families: BERT needs [CLS] [SEP] [MASK] [PAD]; GPT needs an
@@ -48,13 +48,13 @@ class SentencePieceTokenizer:
     """A trained SentencePiece model (unigram or BPE) with the lmscale special tokens."""
 
     def __init__(self, model_file: str):
-        if not os.path.isfile(model_file):
+        if not storage.isfile(model_file):
             raise InputError(
                 f"tokenizer model {model_file!r} does not exist; train one with "
                 "'lmscale tokenizer train' or set data.tokenizer to an existing .model file"
             )
         self.model_file = model_file
-        self._sp = spm.SentencePieceProcessor(model_file=model_file)
+        self._sp = spm.SentencePieceProcessor(model_proto=storage.read_bytes(model_file))
         self.vocab_size = self._sp.get_piece_size()
         self.pad_id = self._special(PAD)
         self.cls_id = self._special(CLS)
@@ -114,13 +114,14 @@ class TokenizerTrainSpec:
 
 
 def expand_inputs(patterns: Sequence[str]) -> list[str]:
-    """Expand globs; fail with the pattern named when nothing matches."""
+    """Expand local or remote (gs://) globs; fail with the pattern named when nothing
+    matches."""
     files: list[str] = []
     for pattern in patterns:
-        matches = sorted(glob.glob(os.path.expanduser(pattern)))
+        matches = storage.glob(pattern)
         if not matches:
             raise InputError(f"no file matches {pattern!r}; check the path or glob")
-        files.extend(m for m in matches if os.path.isfile(m))
+        files.extend(m for m in matches if storage.isfile(m))
     return files
 
 
@@ -130,8 +131,9 @@ def train_sentencepiece(spec: TokenizerTrainSpec, output_prefix: str) -> str:
         raise InputError(f"model type {spec.model_type!r} is not supported; use unigram or bpe")
     files = expand_inputs(spec.inputs)
     for path in files:
-        if os.path.getsize(path) == 0:
+        if storage.size(path) == 0:
             raise InputError(f"input file {path!r} is empty")
+    files = [storage.local_copy(path) for path in files]  # SentencePiece reads local files
     os.makedirs(os.path.dirname(os.path.abspath(output_prefix)), exist_ok=True)
     try:
         spm.SentencePieceTrainer.train(

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from scipy.optimize import least_squares, minimize
 
+from lmscale import storage
 from lmscale.errors import InputError
 
 HUBER_DELTA = 1e-3  # Hoffmann et al. D.2
@@ -72,11 +73,8 @@ def read_results(path: str | Path, loss_column: str = "loss") -> Results:
     Other columns are ignored. JSON Lines is recognised by a `.jsonl`/`.json` suffix or
     a first character `{`.
     """
+    text = storage.read_text(path)
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise InputError(f"cannot read results file {path}: {e.strerror}") from e
     if path.suffix in (".jsonl", ".json") or text.lstrip().startswith("{"):
         rows = []
         for number, line in enumerate(text.splitlines(), 1):

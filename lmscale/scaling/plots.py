@@ -6,19 +6,24 @@ no global backend or figure state is touched and nothing needs a display.
 
 from __future__ import annotations
 
-from pathlib import Path
+import io
+
+from etils.epath import Path
 
 import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
+from lmscale import storage
 from lmscale.scaling.fit import ScalingFits, envelope, group_budgets
 from lmscale.scaling.history import HISTORY, HistoricalModel
 
 
 def _save(fig: Figure, path: Path) -> Path:
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=120)
+    storage.write_bytes(path, png.getvalue())
     return path
 
 
@@ -156,8 +161,7 @@ def plot_history(
 
 def write_plots(fits: ScalingFits, out_dir: str | Path) -> list[Path]:
     """Every plot for `lmscale scaling fit`, as PNGs in `out_dir` (created if needed)."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = storage.as_path(out_dir)
     paths = [
         plot_loss_vs(fits, "N", out / "loss_vs_N.png"),
         plot_loss_vs(fits, "D", out / "loss_vs_D.png"),

@@ -12,17 +12,18 @@ point, cheapest first, so a partial sweep already has a usable table.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import math
-import os
 import statistics
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import ml_collections
+from etils.epath import Path
 
+from lmscale import storage
 from lmscale.config import check_keys, to_json
 from lmscale.data.pretrain import prepare_pretraining_data, tokenizer_path
 from lmscale.errors import ConfigError
@@ -171,8 +172,8 @@ def _wall_seconds(run_dir: Path) -> float:
 
 
 def _add_wall_seconds(run_dir: Path, seconds: float) -> None:
-    (run_dir / "sweep.json").write_text(
-        json.dumps({"wall_seconds": _wall_seconds(run_dir) + seconds}))
+    storage.write_json(run_dir / "sweep.json",
+                       {"wall_seconds": _wall_seconds(run_dir) + seconds}, indent=None)
 
 
 def _epochs_note(point: SweepPoint, available_tokens: int) -> tuple[float, str]:
@@ -206,15 +207,12 @@ def _result_row(point: SweepPoint, run_dir: Path, available_tokens: int) -> dict
 def write_results(rows: list[dict], sweep_dir: Path) -> tuple[Path, Path]:
     """results.csv and results.jsonl, each replaced whole so a reader never sees half."""
     csv_path, jsonl_path = sweep_dir / "results.csv", sweep_dir / "results.jsonl"
-    tmp = csv_path.with_suffix(".csv.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, csv_path)
-    tmp = jsonl_path.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    os.replace(tmp, jsonl_path)
+    table = io.StringIO(newline="")
+    writer = csv.DictWriter(table, fieldnames=COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+    storage.write_text(csv_path, table.getvalue())
+    storage.write_text(jsonl_path, "".join(json.dumps(row) + "\n" for row in rows))
     return csv_path, jsonl_path
 
 
@@ -232,11 +230,11 @@ def _shared_data(config: ml_collections.ConfigDict, sweep_dir: Path,
     # fingerprint (sources, seq_len, tokenizer bytes) is the same for all of them.
     data = prepare_pretraining_data(data_cfg, model_cfg, str(sweep_dir), data_cfg.seq_len,
                                     data_cfg.max_predictions_per_seq)
-    tokenizer = os.path.abspath(tokenizer_path(data_cfg, str(sweep_dir)))
+    tokenizer = storage.absolute(tokenizer_path(data_cfg, str(sweep_dir)))
     return tokenizer, data_cfg.prepared_dir, len(data.train) * data_cfg.seq_len
 
 
-def run_sweep(config: ml_collections.ConfigDict, sweep_dir: str | Path,
+def run_sweep(config: ml_collections.ConfigDict, sweep_dir: str,
               max_points: int | None = None) -> list[dict]:
     """Run (or resume) every point; returns the results rows of the finished ones.
 
@@ -250,9 +248,8 @@ def run_sweep(config: ml_collections.ConfigDict, sweep_dir: str | Path,
     if not points:
         raise ConfigError("every point of the sweep is outside sweep.min_steps / "
                           "sweep.max_tokens; relax them or change sizes and budgets")
-    sweep_dir = Path(sweep_dir).absolute()
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    (sweep_dir / "config.json").write_text(to_json(config))
+    sweep_dir = storage.as_path(storage.absolute(sweep_dir))
+    storage.write_text(sweep_dir / "config.json", to_json(config))
     tokenizer, prepared_dir, available = _shared_data(config, sweep_dir, points[0])
     log.info("sweep %s: %d points, %s training tokens available", config.name, len(points),
              f"{available:,}")

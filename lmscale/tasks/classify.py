@@ -13,7 +13,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,13 +20,14 @@ from dataclasses import dataclass
 import ml_collections
 import numpy as np
 
+from lmscale import storage
 from lmscale.data.tokenizer import Tokenizer
 from lmscale.errors import ConfigError, InputError
 from lmscale.models.bert_heads import BertForSequenceClassification
 from lmscale.tasks.encoder import (
     load_encoder, logged_throughput, predict, train_encoder,
 )
-from lmscale.tasks.finetuning import set_step_budget, write_json
+from lmscale.tasks.finetuning import set_step_budget
 from lmscale.tasks.objectives import ClassificationObjective
 from lmscale.train.defaults import finetune_config
 
@@ -77,9 +77,9 @@ def _tfds_rows(spec: str) -> list[dict]:
 
 
 def _file_rows(path: str) -> list[dict]:
-    if not os.path.isfile(path):
+    if not storage.isfile(path):
         raise InputError(f"classification file {path!r} does not exist")
-    with open(path, encoding="utf-8", newline="") as f:
+    with storage.as_path(path).open(encoding="utf-8", newline="") as f:
         if path.endswith((".jsonl", ".json")):
             rows = []
             for number, line in enumerate(f, 1):
@@ -200,8 +200,8 @@ def run_classify(config: ml_collections.ConfigDict, workdir: str) -> dict:
                      task.predict_batch_size)
     predicted = np.argmax(logits, axis=-1)
     scores = classification_scores(predicted, eval_arrays["labels"], len(labels))
-    write_json(os.path.join(workdir, "predictions.json"), [labels[i] for i in predicted])
-    write_json(os.path.join(workdir, "eval.json"), scores)
+    storage.write_json(storage.join(workdir, "predictions.json"), [labels[i] for i in predicted])
+    storage.write_json(storage.join(workdir, "eval.json"), scores)
     summary = {
         **scores,
         "majority_class_accuracy": 100.0 * float(np.max(np.bincount(
@@ -214,5 +214,5 @@ def run_classify(config: ml_collections.ConfigDict, workdir: str) -> dict:
         **logged_throughput(workdir, task.max_seq_length),
         "new_parameters": trained.result.new_params,
     }
-    write_json(os.path.join(workdir, "summary.json"), summary)
+    storage.write_json(storage.join(workdir, "summary.json"), summary)
     return summary

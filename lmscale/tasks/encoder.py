@@ -4,7 +4,6 @@ epochs, training on the shared driver, and batched prediction under the mesh."""
 from __future__ import annotations
 
 import dataclasses
-import os
 import statistics
 import time
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from lmscale import storage
 from lmscale.convert.pretrained import check_vocab_sizes, load_pretrained
 from lmscale.data.load_tokenizer import load_tokenizer
 from lmscale.data.tokenizer import Tokenizer
@@ -116,7 +116,7 @@ def predict(model: nn.Module, result: FinetuneResult, params, arrays: dict[str, 
 def logged_throughput(workdir: str, seq_len: int) -> dict[str, float]:
     """Median training examples/s and MFU over the logged windows after the first (which
     includes compilation), from the run's metrics.jsonl."""
-    records = [r for r in read_metrics(os.path.join(workdir, "metrics.jsonl"))
+    records = [r for r in read_metrics(storage.join(workdir, "metrics.jsonl"))
                if "tokens_per_sec" in r]
     steady = records[1:] or records
     if not steady:

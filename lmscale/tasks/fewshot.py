@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lmscale import storage
 from lmscale.data.tokenizer import Tokenizer
 from lmscale.errors import InputError
 from lmscale.tasks.generate import Generator
@@ -82,7 +83,7 @@ def parse_example(record: dict, where: str) -> Example:
 def read_examples(path: str, limit: int = 0) -> list[Example]:
     examples = []
     try:
-        with open(path, encoding="utf-8") as f:
+        with storage.as_path(path).open(encoding="utf-8") as f:
             for number, line in enumerate(f, 1):
                 if line.strip():
                     try:

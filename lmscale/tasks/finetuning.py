@@ -3,7 +3,6 @@ change on a pretrained checkpoint, the step budget from epochs, and its result f
 
 from __future__ import annotations
 
-import json
 import math
 
 import ml_collections
@@ -25,8 +24,3 @@ def set_step_budget(config: ml_collections.ConfigDict, num_train_examples: int) 
         raise ConfigError("train.steps must be positive (or set train.epochs)")
     if config.task.warmup_fraction > 0:
         config.optimizer.warmup_steps = round(config.task.warmup_fraction * train.steps)
-
-
-def write_json(path: str, value) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(value, f, indent=2)

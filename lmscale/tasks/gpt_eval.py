@@ -3,11 +3,11 @@ the results as JSON next to the checkpoint (`<checkpoint>/eval/`) and format a t
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from lmscale import storage
 from lmscale.errors import InputError
 from lmscale.parallel.mesh import make_mesh
 from lmscale.tasks.decoder import load_decoder
@@ -22,11 +22,8 @@ ADAPTERS = ("sst2", "cloze")
 
 
 def _write_result(checkpoint: str, name: str, result: dict) -> str:
-    directory = os.path.join(checkpoint, "eval")
-    os.makedirs(directory, exist_ok=True)
-    path = os.path.join(directory, name + ".json")
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(result, f, indent=2)
+    path = storage.join(checkpoint, "eval", name + ".json")
+    storage.write_json(path, result)
     return path
 
 
@@ -37,7 +34,7 @@ def run_perplexity(checkpoint: str, text_file: str, window: int = 0, stride: int
     window = window or decoder.config.max_len
     stride = stride or max(1, window // 2)
     try:
-        with open(text_file, encoding="utf-8") as f:
+        with storage.as_path(text_file).open(encoding="utf-8") as f:
             text = f.read()
     except FileNotFoundError:
         raise InputError(f"text file {text_file!r} does not exist") from None

@@ -12,12 +12,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import os
 import time
 
 import jax
 import ml_collections
 
+from lmscale import storage
 from lmscale.convert.pretrained import copy_tokenizer_files
 from lmscale.data.loader import StepBatches, ArrayExamples
 from lmscale.data.prompt_completion import (
@@ -29,7 +29,7 @@ from lmscale.models.config import check_tensor_parallel
 from lmscale.models.vocab import fit_vocab
 from lmscale.parallel.mesh import process_batch_rows
 from lmscale.tasks.decoder import load_decoder
-from lmscale.tasks.finetuning import RUNTIME_FIELDS, set_step_budget, write_json
+from lmscale.tasks.finetuning import RUNTIME_FIELDS, set_step_budget
 from lmscale.train.defaults import finetune_config
 from lmscale.train.finetune import FinetuneRun, finetune
 from lmscale.train.loop import evaluate
@@ -94,7 +94,7 @@ def run_lm_finetune(config: ml_collections.ConfigDict, workdir: str) -> dict:
     start = time.perf_counter()
     result = finetune(run, config, workdir)
     seconds = time.perf_counter() - start
-    copy_tokenizer_files(decoder.tokenizer_files, os.path.join(workdir, "tokenizer"))
+    copy_tokenizer_files(decoder.tokenizer_files, storage.join(workdir, "tokenizer"))
 
     batches = StepBatches(ArrayExamples(held_out), config.train.batch_size, 0,
                           process_batch_rows(result.sharded.mesh, config.train.batch_size),
@@ -115,5 +115,5 @@ def run_lm_finetune(config: ml_collections.ConfigDict, workdir: str) -> dict:
         "stopped": result.stopped,
         "train_seconds": seconds,
     }
-    write_json(os.path.join(workdir, "summary.json"), summary)
+    storage.write_json(storage.join(workdir, "summary.json"), summary)
     return summary

@@ -9,7 +9,6 @@ write `predictions.json` (official format) and `eval.json` (official EM/F1).
 from __future__ import annotations
 
 import logging
-import os
 import re
 import time
 from collections.abc import Mapping, Sequence
@@ -18,6 +17,7 @@ from typing import Any
 
 import ml_collections
 
+from lmscale import storage
 from lmscale.data.squad import (
     SquadExample,
     SquadFeatures,
@@ -33,7 +33,7 @@ from lmscale.models.bert_heads import BertForQuestionAnswering
 from lmscale.tasks.encoder import (
     Trained, load_encoder, logged_throughput, predict, train_encoder,
 )
-from lmscale.tasks.finetuning import set_step_budget, write_json
+from lmscale.tasks.finetuning import set_step_budget
 from lmscale.tasks.objectives import SpanObjective
 from lmscale.tasks.squad_metric import evaluate_squad
 from lmscale.train.defaults import finetune_config
@@ -159,8 +159,8 @@ def run_squad(config: ml_collections.ConfigDict, workdir: str) -> SquadOutcome:
     start = time.perf_counter()
     predictions, scores = score_params(model, trained, trained.result.state.params, data, task)
     predict_seconds = time.perf_counter() - start
-    write_json(os.path.join(workdir, "predictions.json"), predictions)
-    write_json(os.path.join(workdir, "eval.json"), scores)
+    storage.write_json(storage.join(workdir, "predictions.json"), predictions)
+    storage.write_json(storage.join(workdir, "eval.json"), scores)
     summary = {
         **scores,
         "baseline_first_sentence": baseline_scores(data.eval_articles),
@@ -175,5 +175,5 @@ def run_squad(config: ml_collections.ConfigDict, workdir: str) -> SquadOutcome:
         **logged_throughput(workdir, task.max_seq_length),
         "new_parameters": trained.result.new_params,
     }
-    write_json(os.path.join(workdir, "summary.json"), summary)
+    storage.write_json(storage.join(workdir, "summary.json"), summary)
     return SquadOutcome(summary, data, model, trained)

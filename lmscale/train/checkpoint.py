@@ -1,23 +1,25 @@
 """Orbax checkpoints of the train state, the data position and the resolved config.
 
-Saves are asynchronous and atomic (Orbax writes a temporary directory and renames it when
-every process has finished), so a step directory that exists is complete. Restore builds
-its target from the *current* mesh's shardings, so a run resumes on any mesh shape or
-process count. A latest checkpoint that cannot be read is reported and the previous one
-used. The vocabulary axis alone may differ (its padding depends on the tensor-parallel
+Saves are asynchronous and atomic, so a step directory that exists is complete. Locally
+Orbax writes a temporary directory and renames it when every process has finished; on an
+object store (gs://), which cannot rename, it writes into the step directory and adds a
+`commit_success.txt` last, and a step without it is not a checkpoint (Orbax's own rule).
+Restore builds its target from the *current* mesh's shardings, so a run resumes on any mesh
+shape or process count. A latest checkpoint that cannot be read is reported and the
+previous one used. The vocabulary axis alone may differ (its padding depends on the tensor-parallel
 size, see `lmscale.models.vocab`): restore then cuts or zero-pads padding rows.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from lmscale import storage
 from lmscale.errors import InputError
 from lmscale.models.vocab import is_vocab_param
 from lmscale.train.state import TrainState
@@ -78,12 +80,12 @@ def _shape_mismatches(stored: Any, target: Any, real_vocab: int | None = None,
 class Checkpointer:
     def __init__(self, directory: str, keep: int = 3, keep_every: int = 0,
                  async_save: bool = True):
-        self.directory = os.path.abspath(directory)
+        self.directory = storage.absolute(directory)
         try:
-            os.makedirs(self.directory, exist_ok=True)
+            storage.makedirs(self.directory)
         except OSError as err:
             raise CheckpointError(f"cannot create checkpoint directory {self.directory!r}: "
-                                  f"{err.strerror}") from err
+                                  f"{err.strerror or err}") from err
         options = ocp.CheckpointManagerOptions(
             max_to_keep=keep, keep_period=keep_every or None,
             enable_async_checkpointing=async_save, create=True)
@@ -182,7 +184,8 @@ class Checkpointer:
         steps = self.steps()
         if not steps:
             raise CheckpointError(f"no checkpoint in {self.directory}")
-        path = os.path.join(self.directory, str(steps[-1] if step is None else step), "state")
+        chosen = steps[-1] if step is None else step
+        path = storage.as_path(self.directory) / str(chosen) / "state"
         with ocp.PyTreeCheckpointer() as reader:
             stored = reader.metadata(path).item_metadata.tree["params"]
             target = {"params": jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), stored)}

@@ -8,7 +8,6 @@ metrics, checkpoints, SIGTERM handling) is shared with `lmscale pretrain`.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +15,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from lmscale import storage
 from lmscale.config import to_json
 from lmscale.data.loader import ArrayExamples, StepBatches
 from lmscale.parallel.distributed import initialize_distributed
@@ -89,17 +89,15 @@ def finetune(run: FinetuneRun, config: ml_collections.ConfigDict, workdir: str) 
     train_cfg = config.train
     mesh = make_mesh(config.mesh.to_dict())
     check_batch_split(train_cfg.batch_size, train_cfg.grad_accum_steps, mesh)
-    os.makedirs(workdir, exist_ok=True)
     if is_main:
-        with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
-            f.write(to_json(config))
+        storage.write_text(storage.join(workdir, "config.json"), to_json(config))
     opt_cfg = OptimizerConfig(**config.optimizer.to_dict())
     optimizer = make_optimizer(opt_cfg, train_cfg.steps)
     schedule = make_schedule(opt_cfg, train_cfg.steps)
     example_batch = {k: v[: train_cfg.batch_size] for k, v in run.train_examples.items()}
     sharded = build_sharded_step(run.objective, optimizer, schedule, mesh, example_batch,
                                  train_cfg.grad_accum_steps, train_cfg.seed)
-    checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"),
+    checkpointer = Checkpointer(storage.join(workdir, "checkpoints"),
                                 train_cfg.keep_checkpoints, train_cfg.keep_every)
     abstract, shardings = state_shardings(run.objective, optimizer, example_batch, mesh)
     state = checkpointer.restore(abstract, shardings)
@@ -133,6 +131,7 @@ def finetune(run: FinetuneRun, config: ml_collections.ConfigDict, workdir: str) 
     throughput = Throughput(run.tokens_per_example * train_cfg.batch_size,
                             run.flops_per_example * train_cfg.batch_size, peak)
     writer = MetricsWriter(workdir, enabled=is_main)
+    writer.resume_at(int(state.step))
     config_dict = config.to_dict()
     try:
         with Preemption() as preemption:
@@ -140,7 +139,7 @@ def finetune(run: FinetuneRun, config: ml_collections.ConfigDict, workdir: str) 
                 sharded, state, train_batches, eval_batches,
                 LoopConfig(train_cfg.steps, train_cfg.log_every, train_cfg.eval_every,
                            train_cfg.eval_batches, train_cfg.checkpoint_every,
-                           tuple(train_cfg.profile_steps), os.path.join(workdir, "profile")),
+                           tuple(train_cfg.profile_steps), storage.join(workdir, "profile")),
                 run.objective.loss_terms, writer, throughput, is_main,
                 save_checkpoint=lambda s, force: checkpointer.save(s, config_dict, force),
                 preemption=preemption)
@@ -149,7 +148,7 @@ def finetune(run: FinetuneRun, config: ml_collections.ConfigDict, workdir: str) 
         checkpointer.close()
     writer.close()
     if is_main:
-        plot_loss_curve(writer.path, os.path.join(workdir, "loss.png"))
+        plot_loss_curve(writer.path, storage.join(workdir, "loss.png"))
     return FinetuneResult(state, sharded, stopped, new_params)
 
 

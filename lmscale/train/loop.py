@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import tempfile
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +20,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm import tqdm
 
+from lmscale import storage
 from lmscale.data.loader import StepBatches
 from lmscale.errors import ConfigError, InputError
 from lmscale.train.metrics import MetricsWriter
@@ -126,7 +128,8 @@ def use_compilation_cache(directory: str) -> None:
 
 class StepTrace:
     """A jax.profiler trace of steps [first, last) of the loop, with each end waiting for
-    the device so the trace holds exactly those steps."""
+    the device so the trace holds exactly those steps. A remote directory gets the trace
+    copied when it ends: the profiler writes local files."""
 
     def __init__(self, steps: tuple[int, ...], directory: str):
         if steps and (len(steps) != 2 or not 0 <= steps[0] < steps[1] or not directory):
@@ -139,7 +142,9 @@ class StepTrace:
     def before(self, step: int, state) -> None:
         if step == self.first:
             jax.block_until_ready(state)
-            jax.profiler.start_trace(self.directory)
+            self._local = (tempfile.mkdtemp(prefix="lmscale-profile-")
+                           if storage.is_remote(self.directory) else self.directory)
+            jax.profiler.start_trace(self._local)
             self.active = True
         elif step == self.last:
             self.stop(state)
@@ -149,6 +154,8 @@ class StepTrace:
             jax.block_until_ready(state)
             jax.profiler.stop_trace()
             self.active = False
+            if self._local != self.directory:
+                storage.copy_tree(self._local, self.directory)
             log.info("wrote a profile of steps %d-%d to %s", self.first, self.last - 1,
                      self.directory)
 

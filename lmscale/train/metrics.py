@@ -2,32 +2,60 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
-import os
 
 from tensorboardX import SummaryWriter
 
+from lmscale import storage
+
 
 class MetricsWriter:
-    """Writes on the main process only; other processes get a writer that does nothing."""
+    """Writes on the main process only; other processes get a writer that does nothing.
+
+    A local metrics.jsonl is appended to. An object store has no append, so for a remote
+    run directory the writer keeps the file's lines and rewrites the object at every write
+    (one request, atomic): no line is lost, at the cost of re-sending the file, which stays
+    small (one line per logged step).
+    """
 
     def __init__(self, workdir: str, enabled: bool = True):
         self.workdir = workdir
         self.enabled = enabled
-        self.path = os.path.join(workdir, "metrics.jsonl")
+        self.path = storage.join(workdir, "metrics.jsonl")
+        self._remote = storage.is_remote(workdir)
+        self._lines: list[str] = []
+        if enabled and self._remote and storage.exists(self.path):
+            self._lines = storage.read_text(self.path).splitlines()
         self._tb = SummaryWriter(workdir) if enabled else None
 
     def write(self, step: int, metrics: dict[str, float]) -> None:
         if not self.enabled:
             return
         record = {"step": int(step)} | {k: float(v) for k, v in metrics.items()}
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+        line = json.dumps(record)
+        if self._remote:
+            self._lines.append(line)
+            storage.write_text(self.path, "\n".join(self._lines) + "\n")
+        else:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(line + "\n")
         for key, value in metrics.items():
             if math.isfinite(float(value)):
                 self._tb.add_scalar(key, float(value), int(step))
         self._tb.flush()
+
+    def resume_at(self, step: int) -> None:
+        """Drops the records of steps after `step`: the checkpoint a run resumes from does
+        not hold them, and the resumed run writes them again."""
+        if not self.enabled or not storage.exists(self.path):
+            return
+        lines = storage.read_text(self.path).splitlines()
+        kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= step]
+        if len(kept) < len(lines):
+            storage.write_text(self.path, "".join(line + "\n" for line in kept))
+        self._lines = kept
 
     def close(self) -> None:
         if self._tb is not None:
@@ -35,8 +63,7 @@ class MetricsWriter:
 
 
 def read_metrics(path: str) -> list[dict]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    return [json.loads(line) for line in storage.read_text(path).splitlines() if line.strip()]
 
 
 def plot_loss_curve(metrics_path: str, out_png: str, baseline: float | None = None) -> None:
@@ -59,5 +86,7 @@ def plot_loss_curve(metrics_path: str, out_png: str, baseline: float | None = No
     ax.set_ylabel("loss (nats/token)")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(out_png, dpi=100)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=100)
     plt.close(fig)
+    storage.write_bytes(out_png, png.getvalue())

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -12,6 +10,7 @@ from typing import Any
 import jax
 import ml_collections
 
+from lmscale import storage
 from lmscale.config import to_json
 from lmscale.data.loader import StepBatches, stack_examples
 from lmscale.data.pretrain import prepare_pretraining_data
@@ -102,9 +101,7 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str,
     first_data = prepare_pretraining_data(config.data, model_cfg, workdir, run_phases[0].seq_len,
                                           run_phases[0].max_predictions, is_main, barrier)
     if is_main:
-        os.makedirs(workdir, exist_ok=True)
-        with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
-            f.write(to_json(config))
+        storage.write_text(storage.join(workdir, "config.json"), to_json(config))
     with Preemption() as preemption:
         return _train_phases(config, workdir, model_cfg, opt_cfg, mesh, run_phases, first_data,
                              preemption, is_main, show_samples)
@@ -118,7 +115,7 @@ def _train_phases(config, workdir: str, model_cfg: ModelConfig, opt_cfg: Optimiz
     optimizer = make_optimizer(opt_cfg, train_cfg.steps)
     schedule = make_schedule(opt_cfg, train_cfg.steps)
     writer = MetricsWriter(workdir, enabled=is_main)
-    checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"),
+    checkpointer = Checkpointer(storage.join(workdir, "checkpoints"),
                                 train_cfg.keep_checkpoints, train_cfg.keep_every)
     config_dict = config.to_dict()
     peak = (train_cfg.peak_flops or peak_flops_per_device(model_cfg.compute_dtype)) * mesh.size
@@ -139,6 +136,7 @@ def _train_phases(config, workdir: str, model_cfg: ModelConfig, opt_cfg: Optimiz
                     state = sharded.init(jax.random.key(train_cfg.seed))
                 else:
                     log.info("resuming from step %d", int(state.step))
+                writer.resume_at(int(state.step))
             rows = process_batch_rows(mesh, train_cfg.batch_size)
             train_batches = StepBatches(data.train, train_cfg.batch_size, train_cfg.seed, rows)
             eval_batches = StepBatches(data.held_out, train_cfg.batch_size, 0, rows,
@@ -159,7 +157,7 @@ def _train_phases(config, workdir: str, model_cfg: ModelConfig, opt_cfg: Optimiz
                 model_cfg, train_cfg.batch_size, phase.seq_len, phase.max_predictions), peak)
             loop = LoopConfig(phase.end_step, train_cfg.log_every, train_cfg.eval_every,
                               train_cfg.eval_batches, train_cfg.checkpoint_every,
-                              tuple(train_cfg.profile_steps), os.path.join(workdir, "profile"))
+                              tuple(train_cfg.profile_steps), storage.join(workdir, "profile"))
             state, stopped = run_loop(
                 sharded, state, train_batches, eval_batches, loop, objective.loss_terms, writer,
                 throughput, is_main,
@@ -184,8 +182,7 @@ def _train_phases(config, workdir: str, model_cfg: ModelConfig, opt_cfg: Optimiz
         if is_main:
             samples = show_samples(objective.model, params, data, train_cfg.samples)
     if is_main:
-        plot_loss_curve(writer.path, os.path.join(workdir, "loss.png"), data.unigram_loss)
+        plot_loss_curve(writer.path, storage.join(workdir, "loss.png"), data.unigram_loss)
         summary["samples"] = samples
-        with open(os.path.join(workdir, "summary.json"), "w", encoding="utf-8") as f:
-            json.dump(summary, f, indent=2)
+        storage.write_json(storage.join(workdir, "summary.json"), summary)
     return summary
