@@ -19,6 +19,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import glob as local_glob
+import io
 import json
 import logging
 import os
@@ -97,6 +98,13 @@ def read_text(path: str | os.PathLike) -> str:
         raise InputError(
             f"{os.fspath(path)!r} is not valid UTF-8 (byte {err.start}): convert it, e.g. "
             f"'iconv -f latin1 -t utf-8 {os.fspath(path)}'") from err
+
+
+def open_text(path: str | os.PathLike) -> io.StringIO:
+    """A UTF-8 file's text as a stream, local or remote, that fails as `open()` does
+    (FileNotFoundError, UnicodeDecodeError) and keeps line endings as `newline=""` does
+    (what `csv` wants): epath's remote `open` takes no `newline`."""
+    return io.StringIO(as_path(path).read_bytes().decode("utf-8"), newline="")
 
 
 def read_json(path: str | os.PathLike):

@@ -81,7 +81,8 @@ def copy_tokenizer_files(files: list[str], out_dir: str) -> None:
             storage.copy_file(path, target)
 
 
-def _tokenizer_files(directory: str) -> list[str]:
+def tokenizer_files_in(directory: str) -> list[str]:
+    """The files of a directory that define a tokenizer (what an export copies)."""
     names = (SENTENCEPIECE_FILE, *WORDPIECE_FILES, *GPT2_BPE_FILES)
     return [storage.join(directory, n) for n in names
             if storage.isfile(storage.join(directory, n))]
@@ -101,7 +102,7 @@ def _load_export(directory: str) -> tuple[ModelConfig, dict, list[str]]:
     config = ModelConfig.from_dict(storage.read_json(storage.join(directory, MODEL_CONFIG)))
     with ocp.StandardCheckpointer() as checkpointer:
         params = checkpointer.restore(storage.absolute(storage.join(directory, PARAMS_DIR)))
-    return config, jax.tree.map(np.asarray, params), _tokenizer_files(directory)
+    return config, jax.tree.map(np.asarray, params), tokenizer_files_in(directory)
 
 
 def _load_pretrain_run(directory: str, run_config: dict) -> tuple[ModelConfig, dict, list[str]]:
@@ -112,9 +113,9 @@ def _load_pretrain_run(directory: str, run_config: dict) -> tuple[ModelConfig, d
         storage.join(directory, "tokenizer", "spm.model")
     files = [spm] if storage.isfile(spm) else []
     if not files and storage.isdir(spm):
-        files = _tokenizer_files(spm)
+        files = tokenizer_files_in(spm)
     if not files:  # fine-tuning runs copy their tokenizer here
-        files = _tokenizer_files(storage.join(directory, "tokenizer"))
+        files = tokenizer_files_in(storage.join(directory, "tokenizer"))
     return config, params, files
 
 
@@ -136,7 +137,7 @@ def load_pretrained(directory: str, tensor: int | None = None) -> Pretrained:
         config, params, files = _load_pretrain_run(directory, run_config)
     elif run_config:
         converted = read_hf(storage.local_copy(directory), run_config)
-        config, params, files = converted.config, converted.params, _tokenizer_files(directory)
+        config, params, files = converted.config, converted.params, tokenizer_files_in(directory)
     else:
         raise InputError(f"{directory!r} is neither an lmscale export ({MODEL_CONFIG}), an "
                          "lmscale pretrain run (config.json + checkpoints/) nor a Hugging Face "
@@ -185,7 +186,7 @@ def convert_hf(model_dir: str, out_dir: str) -> list[str]:
     MLM/NSP heads): a model that needs them initialises them afresh and says so."""
     model_dir = storage.local_copy(model_dir)
     converted = read_hf(model_dir)
-    files = _tokenizer_files(model_dir)
+    files = tokenizer_files_in(model_dir)
     check_vocab_sizes(converted.config, _tokenizer_from_files(files, model_dir), model_dir)
     save_pretrained(out_dir, converted.config, converted.params, files)
     return converted.absent

@@ -24,7 +24,7 @@ def read_prompt_completion(path: str, limit: int = 0) -> list[tuple[str, str]]:
     """(prompt, completion) pairs of a JSONL file; `limit` > 0 keeps the first `limit`."""
     pairs = []
     try:
-        with storage.as_path(path).open(encoding="utf-8") as f:
+        with storage.open_text(path) as f:
             for number, line in enumerate(f, 1):
                 if not line.strip():
                     continue

@@ -84,7 +84,7 @@ def read_json_file(path: str, what: str) -> Any:
     if not storage.isfile(path):
         raise InputError(f"{what} file {path!r} does not exist; check the path")
     try:
-        with storage.as_path(path).open(encoding="utf-8") as f:
+        with storage.open_text(path) as f:
             return json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise InputError(f"{what} file {path!r} is not valid JSON: {err}") from err

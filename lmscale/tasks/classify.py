@@ -79,7 +79,7 @@ def _tfds_rows(spec: str) -> list[dict]:
 def _file_rows(path: str) -> list[dict]:
     if not storage.isfile(path):
         raise InputError(f"classification file {path!r} does not exist")
-    with storage.as_path(path).open(encoding="utf-8", newline="") as f:
+    with storage.open_text(path) as f:
         if path.endswith((".jsonl", ".json")):
             rows = []
             for number, line in enumerate(f, 1):

@@ -14,7 +14,9 @@ import ml_collections
 import numpy as np
 
 from lmscale import storage
-from lmscale.convert.pretrained import check_vocab_sizes, load_pretrained
+from lmscale.convert.pretrained import (
+    check_vocab_sizes, copy_tokenizer_files, load_pretrained, tokenizer_files_in,
+)
 from lmscale.data.load_tokenizer import load_tokenizer
 from lmscale.data.tokenizer import Tokenizer
 from lmscale.errors import ConfigError
@@ -31,6 +33,7 @@ class Encoder:
     config: ModelConfig
     params: dict | None  # pretrained tree {"params": {"bert": ...}}; None = from scratch
     tokenizer: Tokenizer
+    tokenizer_files: list[str]  # copied into the run directory, so it exports like a pretrain run
 
 
 def load_encoder(config: ml_collections.ConfigDict) -> Encoder:
@@ -42,7 +45,8 @@ def load_encoder(config: ml_collections.ConfigDict) -> Encoder:
         pretrained = load_pretrained(config.init.checkpoint, tensor=tensor)
         runtime = {k: config.model[k] for k in RUNTIME_FIELDS}
         model_cfg = dataclasses.replace(pretrained.config, **runtime)
-        encoder = Encoder(model_cfg, pretrained.params, pretrained.tokenizer)
+        encoder = Encoder(model_cfg, pretrained.params, pretrained.tokenizer,
+                          pretrained.tokenizer_files)
     else:
         if not config.task.tokenizer:
             raise ConfigError("set init.checkpoint to a pretrained model (lmscale convert hf "
@@ -51,7 +55,9 @@ def load_encoder(config: ml_collections.ConfigDict) -> Encoder:
         tokenizer = load_tokenizer(config.task.tokenizer)
         model_cfg = ModelConfig.from_dict(config.model.to_dict()).for_tensor_parallel(tensor)
         check_vocab_sizes(model_cfg, tokenizer, config.task.tokenizer)
-        encoder = Encoder(model_cfg, None, tokenizer)
+        files = (tokenizer_files_in(config.task.tokenizer)
+                 if storage.isdir(config.task.tokenizer) else [config.task.tokenizer])
+        encoder = Encoder(model_cfg, None, tokenizer, files)
     check_tensor_parallel(encoder.config, tensor)
     if encoder.config.family != "bert":
         raise ConfigError(f"{config.init.checkpoint!r} holds a {encoder.config.family} model; "
@@ -79,7 +85,10 @@ def train_encoder(objective, train: dict[str, np.ndarray], held_out: dict[str, n
                       tokens_per_example=seq_len)
     start = time.perf_counter()
     result = finetune(run, config, workdir)
-    return Trained(result, time.perf_counter() - start)
+    seconds = time.perf_counter() - start
+    if jax.process_index() == 0:
+        copy_tokenizer_files(encoder.tokenizer_files, storage.join(workdir, "tokenizer"))
+    return Trained(result, seconds)
 
 
 def predict(model: nn.Module, result: FinetuneResult, params, arrays: dict[str, np.ndarray],

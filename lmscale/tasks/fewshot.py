@@ -83,7 +83,7 @@ def parse_example(record: dict, where: str) -> Example:
 def read_examples(path: str, limit: int = 0) -> list[Example]:
     examples = []
     try:
-        with storage.as_path(path).open(encoding="utf-8") as f:
+        with storage.open_text(path) as f:
             for number, line in enumerate(f, 1):
                 if line.strip():
                     try:

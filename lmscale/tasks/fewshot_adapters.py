@@ -25,7 +25,7 @@ CLOZE_STOPS = (" ", "\n", ".", ",", ";", ":", "!", "?", "'", '"')
 
 def sst2_examples(path: str, limit: int = 0) -> list[Example]:
     try:
-        with storage.as_path(path).open(encoding="utf-8", newline="") as f:
+        with storage.open_text(path) as f:
             rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
     except FileNotFoundError:
         raise InputError(f"SST-2 file {path!r} does not exist") from None
@@ -38,7 +38,7 @@ def sst2_examples(path: str, limit: int = 0) -> list[Example]:
 
 def cloze_examples(path: str, limit: int = 0, min_words: int = 20) -> list[Example]:
     try:
-        with storage.as_path(path).open(encoding="utf-8") as f:
+        with storage.open_text(path) as f:
             paragraphs = re.split(r"\n\s*\n", f.read())
     except FileNotFoundError:
         raise InputError(f"cloze text file {path!r} does not exist") from None

@@ -34,7 +34,7 @@ def run_perplexity(checkpoint: str, text_file: str, window: int = 0, stride: int
     window = window or decoder.config.max_len
     stride = stride or max(1, window // 2)
     try:
-        with storage.as_path(text_file).open(encoding="utf-8") as f:
+        with storage.open_text(text_file) as f:
             text = f.read()
     except FileNotFoundError:
         raise InputError(f"text file {text_file!r} does not exist") from None

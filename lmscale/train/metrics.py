@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import math
+import shutil
+import tempfile
 
 from tensorboardX import SummaryWriter
 
@@ -17,7 +19,8 @@ class MetricsWriter:
     A local metrics.jsonl is appended to. An object store has no append, so for a remote
     run directory the writer keeps the file's lines and rewrites the object at every write
     (one request, atomic): no line is lost, at the cost of re-sending the file, which stays
-    small (one line per logged step).
+    small (one line per logged step). TensorBoard's event file is written in a local folder
+    and copied the same way.
     """
 
     def __init__(self, workdir: str, enabled: bool = True):
@@ -28,7 +31,8 @@ class MetricsWriter:
         self._lines: list[str] = []
         if enabled and self._remote and storage.exists(self.path):
             self._lines = storage.read_text(self.path).splitlines()
-        self._tb = SummaryWriter(workdir) if enabled else None
+        self._events = tempfile.mkdtemp(prefix="lmscale-events-") if self._remote else workdir
+        self._tb = SummaryWriter(self._events) if enabled else None
 
     def write(self, step: int, metrics: dict[str, float]) -> None:
         if not self.enabled:
@@ -45,6 +49,8 @@ class MetricsWriter:
             if math.isfinite(float(value)):
                 self._tb.add_scalar(key, float(value), int(step))
         self._tb.flush()
+        if self._remote:
+            storage.copy_tree(self._events, self.workdir)
 
     def resume_at(self, step: int) -> None:
         """Drops the records of steps after `step`: the checkpoint a run resumes from does
@@ -60,6 +66,9 @@ class MetricsWriter:
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()
+            if self._remote:
+                storage.copy_tree(self._events, self.workdir)
+                shutil.rmtree(self._events, ignore_errors=True)
 
 
 def read_metrics(path: str) -> list[dict]:

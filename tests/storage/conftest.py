@@ -1,8 +1,10 @@
-"""A real GCS JSON-API server on 127.0.0.1 (the `gcp-storage-emulator` package), for the
-tests of gs:// run directories. Every client finds it through STORAGE_EMULATOR_HOST alone:
+"""A real GCS JSON-API server on 127.0.0.1 (the `gcp-storage-emulator` package, run by
+gcs_server.py with the generation headers real GCS sends), for the tests of gs:// run
+directories. Every client finds it through STORAGE_EMULATOR_HOST alone:
 google-cloud-storage and gcsfs read it, and `lmscale.storage` derives tensorstore's
 TENSORSTORE_GCS_HTTP_URL from it."""
 
+import logging
 import os
 import socket
 import subprocess
@@ -30,7 +32,8 @@ def gcs_emulator():
                         "gcp-storage-emulator, the local GCS server these tests need")
     port = _free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "gcp_storage_emulator", "start", "--host", "127.0.0.1",
+        [sys.executable, os.path.join(os.path.dirname(__file__), "gcs_server.py"), "start",
+         "--host", "127.0.0.1",
          "--port", str(port), "--in-memory", "--default-bucket", BUCKET],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     host = f"http://127.0.0.1:{port}"
@@ -49,6 +52,7 @@ def gcs_emulator():
     # subprocesses get STORAGE_EMULATOR_HOST alone and must derive it themselves.
     os.environ["STORAGE_EMULATOR_HOST"] = host
     os.environ["TENSORSTORE_GCS_HTTP_URL"] = host
+    logging.getLogger("gcsfs").setLevel(logging.ERROR)  # as lmscale.storage does then
     yield host
     for key, value in saved.items():
         if value is None:
