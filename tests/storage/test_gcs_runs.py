@@ -151,6 +151,14 @@ def test_gpt_on_gcs_stopped_by_sigterm_resumes_bit_for_bit(
     assert storage.isfile(storage.join(workdir, "loss.png"))
     assert storage.glob(f"{workdir}/events.out.tfevents.*")  # TensorBoard, in the bucket
 
+    # The run directory in the bucket is a checkpoint for evaluation and export.
+    text = storage.join(gcs_dir, "held.txt")
+    storage.write_text(text, "The module provides functions for working with paths. " * 20)
+    assert main(["eval", "perplexity", "--checkpoint", workdir, "--text", text]) == 0
+    assert storage.read_json(storage.join(workdir, "eval", "perplexity_held.json"))["tokens"]
+    assert main(["export", "--workdir", workdir, "--out", storage.join(gcs_dir, "gpt")]) == 0
+    assert storage.isfile(storage.join(gcs_dir, "gpt", "spm.model"))
+
 
 def test_export_and_classification_fine_tuning_from_and_to_gcs(tiny_hf_bert, gcs_dir,
                                                                 tmp_path):
