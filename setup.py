@@ -14,7 +14,14 @@ INSTALL_REQUIRES = [
     "tensorflow-datasets==4.9.10",
     "importlib-resources==7.1.0",  # tfds needs it for builders defined outside its package
     "sentencepiece==0.2.3",
-    "protobuf==7.36.2",  # sentencepiece's model proto, read to export tokenizer.json
+    # apache-beam 2.77 needs protobuf < 7 and proto-plus / googleapis-common-protos need
+    # >= 6.33.5. sentencepiece 0.2.3's own sentencepiece_model_pb2 refuses protobuf 6 (its
+    # gencode is 7.36.1), so lmscale/convert/spm_to_hf.py loads the model proto from that
+    # module's serialized descriptor in a private pool instead of importing it.
+    "protobuf==6.33.6",
+    # Corpus preparation at scale (lmscale/data/beam_prepare.py): DirectRunner here,
+    # Dataflow / Flink / Spark with their runner options.
+    "apache-beam==2.77.0",
     "ml-collections==1.1.0",
     "numpy==2.4.6",
     "tokenizers==0.23.3",
@@ -24,10 +31,9 @@ INSTALL_REQUIRES = [
     "tensorboardX==2.6.5",
     "scipy==1.17.1",
     # Run directories anywhere (lmscale/storage.py): etils epath reaches gs:// through
-    # gcsfs, Orbax's arrays through tensorstore, TensorBoard's events google-cloud-storage.
+    # gcsfs (Orbax's arrays go through tensorstore).
     "etils[epath]==1.15.0",
     "gcsfs==2026.10.1",
-    "google-cloud-storage==3.17.1",
 ]
 
 LIBTPU = "libtpu==0.0.42.1"

@@ -84,11 +84,25 @@ def cmd_pretrain(args, overrides) -> int:
 
 
 def cmd_data_prepare(args, overrides) -> int:
+    import shlex
+
+    from lmscale.data.pretrain import describe_plan
     from lmscale.train.pretrain import prepare_data
 
-    config = _load_config(args.config, overrides)
+    # The runner flags are config fields (data.prepare_runner, ...), so `lmscale pretrain`
+    # can prepare the same way; they never change the examples or their fingerprint.
+    runner = []
+    if args.runner:
+        runner.append(f"data.prepare_runner={args.runner}")
+    if args.workers is not None:
+        runner.append(f"data.prepare_workers={args.workers}")
+    if args.beam_options is not None:
+        runner.append(f"data.beam_options={shlex.split(args.beam_options)!r}")
+    config = _load_config(args.config, runner + overrides)
     workdir = args.workdir or os.path.join("runs", config.name)
-    for line in prepare_data(config, workdir):
+    logging.getLogger("apache_beam").setLevel(logging.WARNING)  # a line per worker event
+    lines = describe_plan(config.data, workdir) if args.dry_run else prepare_data(config, workdir)
+    for line in lines:
         print(line)
     return 0
 
@@ -356,8 +370,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_pretrain)
 
     data = verbs.add_parser("data", help="datasets").add_subparsers(dest="sub", required=True)
-    p = with_config(data.add_parser("prepare", help="build a config's pretraining examples"))
+    p = with_config(data.add_parser(
+        "prepare", help="build a config's pretraining examples",
+        description="Train the tokenizer (unless data.tokenizer names one) and write every "
+        "phase's examples, shard by shard, in this process or on Apache Beam; the "
+        "examples are the same either way (lmscale/data/beam_prepare.py)."))
     p.add_argument("--workdir", help="run directory (default runs/<config name>)")
+    p.add_argument("--runner", choices=["in_process", "beam"],
+                   help="who builds the examples (data.prepare_runner; default in_process): "
+                   "this process, or Beam (locally FnApiRunner with --workers processes)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="local Beam worker processes (data.prepare_workers; 0 = one per core)")
+    p.add_argument("--beam-options", default=None, metavar="FLAGS",
+                   help="Beam pipeline flags (data.beam_options), e.g. '--runner="
+                   "DataflowRunner --project=P --region=R --temp_location=gs://B/tmp'")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the shard plan and check the runner options; build nothing")
     p.set_defaults(run=cmd_data_prepare)
 
     p = with_config(verbs.add_parser("params", help="parameter counts of a config"))

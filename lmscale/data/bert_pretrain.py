@@ -21,7 +21,7 @@ written over token ids and numpy's `Generator`, with these deliberate difference
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -36,6 +36,10 @@ from lmscale.errors import ConfigError, InputError
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
+class TooFewDocuments(InputError):
+    """Next-sentence prediction needs a second document to draw random segments from."""
+
+
 @dataclass(frozen=True)
 class BertPretrainingOptions:
     """Options of `create_pretraining_examples`; defaults are the original's flags."""
@@ -46,7 +50,7 @@ class BertPretrainingOptions:
     max_predictions_per_seq: int = 20
     dupe_factor: int = 10
     whole_word_mask: bool = False
-    seed: int = 12345
+    seed: int | tuple[int, ...] = 12345  # anything numpy's default_rng takes
 
     def __post_init__(self) -> None:
         # [CLS] A [SEP] B [SEP] with A and B non-empty, and randint(2, max_num_tokens).
@@ -105,27 +109,50 @@ def create_pretraining_examples(
     next_sentence_label [N] int32 (0 = B is the actual next segment, 1 = random).
     """
     vocab = _vocab(tokenizer)
+    rng = np.random.default_rng(options.seed)
+    instances = list(_instances(_tokenized_documents(documents, vocab), vocab, options, rng))
+    order = rng.permutation(len(instances))
+    return _to_arrays([instances[i] for i in order], vocab, options)
+
+
+def pretraining_examples(
+    documents: Sequence[str], tokenizer: Tokenizer, options: BertPretrainingOptions
+) -> Iterator[dict[str, np.ndarray]]:
+    """The examples of `create_pretraining_examples` one at a time, in the order they are
+    made, without the final shuffle, which would hold them all: sharded preparation
+    streams them to the shard's file, and the loader shuffles the whole split anew every
+    epoch."""
+    vocab = _vocab(tokenizer)
+    rng = np.random.default_rng(options.seed)
+    for instance in _instances(_tokenized_documents(documents, vocab), vocab, options, rng):
+        yield _example(instance, vocab, options)
+
+
+def _tokenized_documents(documents: Sequence[str], vocab: _Vocab) -> list[list[list[int]]]:
     tokenized = [_tokenize_document(doc, vocab) for doc in documents]
     all_documents = [doc for doc in tokenized if doc]
     if len(all_documents) < 2:
-        raise InputError(
+        raise TooFewDocuments(
             f"BERT pretraining needs at least 2 documents with text (next-sentence "
             f"prediction draws its random segments from another document); got "
             f"{len(all_documents)} of {len(documents)}. Add documents, or separate them "
             "with blank lines in a single file"
         )
-    rng = np.random.default_rng(options.seed)
-    instances: list[_Instance] = []
+    return all_documents
+
+
+def _instances(
+    all_documents: list[list[list[int]]],
+    vocab: _Vocab,
+    options: BertPretrainingOptions,
+    rng: np.random.Generator,
+) -> Iterator[_Instance]:
     # As the original: dupe_factor passes over the corpus, each with fresh pairs and masks.
     for _ in range(options.dupe_factor):
         for document_index in range(len(all_documents)):
-            instances.extend(
-                _instances_from_document(
-                    all_documents, document_index, vocab, options, rng
-                )
+            yield from _instances_from_document(
+                all_documents, document_index, vocab, options, rng
             )
-    order = rng.permutation(len(instances))
-    return _to_arrays([instances[i] for i in order], vocab, options)
 
 
 def _vocab(tokenizer: Tokenizer) -> _Vocab:
@@ -319,27 +346,24 @@ def _mask_tokens(
     return masked, positions, [tokens[p] for p in positions]
 
 
-def _to_arrays(
-    instances: list[_Instance], vocab: _Vocab, options: BertPretrainingOptions
+def _example(
+    instance: _Instance, vocab: _Vocab, options: BertPretrainingOptions
 ) -> dict[str, np.ndarray]:
-    n = len(instances)
+    """One instance as fixed-shape arrays (see `create_pretraining_examples`)."""
     length, preds = options.max_seq_length, options.max_predictions_per_seq
-    input_ids = np.full((n, length), vocab.pad_id, np.int32)
-    token_type_ids = np.zeros((n, length), np.int32)
-    attention_mask = np.zeros((n, length), np.int32)
-    masked_lm_positions = np.zeros((n, preds), np.int32)
-    masked_lm_ids = np.zeros((n, preds), np.int32)
-    masked_lm_weights = np.zeros((n, preds), np.float32)
-    next_sentence_label = np.zeros((n,), np.int32)
-    for row, instance in enumerate(instances):
-        num_tokens, num_masked = len(instance.tokens), len(instance.masked_positions)
-        input_ids[row, :num_tokens] = instance.tokens
-        token_type_ids[row, instance.num_a + 2 : num_tokens] = 1  # B and its [SEP]
-        attention_mask[row, :num_tokens] = 1
-        masked_lm_positions[row, :num_masked] = instance.masked_positions
-        masked_lm_ids[row, :num_masked] = instance.masked_ids
-        masked_lm_weights[row, :num_masked] = 1.0
-        next_sentence_label[row] = instance.is_random_next
+    num_tokens, num_masked = len(instance.tokens), len(instance.masked_positions)
+    input_ids = np.full(length, vocab.pad_id, np.int32)
+    input_ids[:num_tokens] = instance.tokens
+    token_type_ids = np.zeros(length, np.int32)
+    token_type_ids[instance.num_a + 2 : num_tokens] = 1  # B and its [SEP]
+    attention_mask = np.zeros(length, np.int32)
+    attention_mask[:num_tokens] = 1
+    masked_lm_positions = np.zeros(preds, np.int32)
+    masked_lm_positions[:num_masked] = instance.masked_positions
+    masked_lm_ids = np.zeros(preds, np.int32)
+    masked_lm_ids[:num_masked] = instance.masked_ids
+    masked_lm_weights = np.zeros(preds, np.float32)
+    masked_lm_weights[:num_masked] = 1.0
     return {
         "input_ids": input_ids,
         "token_type_ids": token_type_ids,
@@ -347,5 +371,24 @@ def _to_arrays(
         "masked_lm_positions": masked_lm_positions,
         "masked_lm_ids": masked_lm_ids,
         "masked_lm_weights": masked_lm_weights,
-        "next_sentence_label": next_sentence_label,
+        "next_sentence_label": np.asarray(instance.is_random_next, np.int32),
+    }
+
+
+def example_features(options: BertPretrainingOptions) -> dict[str, tuple[tuple[int, ...], type]]:
+    """The shape and dtype of each array of one example."""
+    length, preds = options.max_seq_length, options.max_predictions_per_seq
+    return {"input_ids": ((length,), np.int32), "token_type_ids": ((length,), np.int32),
+            "attention_mask": ((length,), np.int32), "masked_lm_positions": ((preds,), np.int32),
+            "masked_lm_ids": ((preds,), np.int32), "masked_lm_weights": ((preds,), np.float32),
+            "next_sentence_label": ((), np.int32)}
+
+
+def _to_arrays(
+    instances: list[_Instance], vocab: _Vocab, options: BertPretrainingOptions
+) -> dict[str, np.ndarray]:
+    rows = [_example(instance, vocab, options) for instance in instances]
+    return {
+        name: np.stack([row[name] for row in rows]) if rows else np.zeros((0, *shape), dtype)
+        for name, (shape, dtype) in example_features(options).items()
     }

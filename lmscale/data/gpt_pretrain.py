@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -10,14 +10,17 @@ from lmscale.data.tokenizer import Tokenizer
 from lmscale.errors import InputError
 
 
-def token_stream(documents: Sequence[str], tokenizer: Tokenizer) -> np.ndarray:
-    """All documents' tokens, each document followed by end-of-text (GPT-2's separator)."""
+def document_tokens(documents: Iterable[str], tokenizer: Tokenizer) -> Iterator[np.ndarray]:
+    """Each document's tokens followed by end-of-text (GPT-2's separator), one at a time."""
     if tokenizer.eot_id is None:
         raise InputError("the tokenizer has no end-of-text token; GPT packing needs one")
-    pieces = []
     for doc in documents:
-        pieces.append(np.asarray(tokenizer.encode(doc), np.int32))
-        pieces.append(np.asarray([tokenizer.eot_id], np.int32))
+        yield np.asarray([*tokenizer.encode(doc), tokenizer.eot_id], np.int32)
+
+
+def token_stream(documents: Sequence[str], tokenizer: Tokenizer) -> np.ndarray:
+    """All documents' tokens, each document followed by end-of-text."""
+    pieces = list(document_tokens(documents, tokenizer))
     return np.concatenate(pieces) if pieces else np.zeros((0,), np.int32)
 
 
@@ -36,3 +39,30 @@ def pack_token_stream(stream: np.ndarray, seq_len: int, pad_id: int = 0) -> dict
     starts = np.arange(num_rows)[:, None] * seq_len + np.arange(seq_len)[None, :]
     loss_mask = (starts + 1 < len(stream)).astype(np.float32)
     return {"input_ids": padded[starts], "targets": padded[starts + 1], "loss_mask": loss_mask}
+
+
+def pack_token_pieces(pieces: Iterable[np.ndarray], seq_len: int,
+                      pad_id: int = 0) -> Iterator[dict[str, np.ndarray]]:
+    """`pack_token_stream` of the pieces' concatenation, row by row, holding only one
+    row's worth of tokens beyond the current piece: rows are equal to the whole-array
+    version's, in order, so a shard is packed without its stream in memory. Fewer than 2
+    tokens make no row."""
+    buffer = np.zeros((0,), np.int32)
+    for piece in pieces:
+        buffer = np.concatenate([buffer, np.asarray(piece, np.int32)])
+        # A row needs seq_len + 1 tokens; its last token starts the next row.
+        while len(buffer) > seq_len:
+            yield {"input_ids": buffer[:seq_len], "targets": buffer[1:seq_len + 1],
+                   "loss_mask": np.ones(seq_len, np.float32)}
+            buffer = buffer[seq_len:]
+    if len(buffer) > 1:  # the final partial row, its padding masked out of the loss
+        padded = np.full(seq_len + 1, pad_id, np.int32)
+        padded[: len(buffer)] = buffer
+        loss_mask = (np.arange(seq_len) + 1 < len(buffer)).astype(np.float32)
+        yield {"input_ids": padded[:seq_len], "targets": padded[1:], "loss_mask": loss_mask}
+
+
+def example_features(seq_len: int) -> dict[str, tuple[tuple[int, ...], type]]:
+    """The shape and dtype of each array of one packed row."""
+    return {"input_ids": ((seq_len,), np.int32), "targets": ((seq_len,), np.int32),
+            "loss_mask": ((seq_len,), np.float32)}

@@ -22,9 +22,27 @@ def pretrain_config(model_preset: str, **model_overrides) -> ml_collections.Conf
     c.data.prepared_dir = ""  # where examples are written once; "" = <workdir>/data
     c.data.tokenizer = ""  # a SentencePiece .model; "" trains one on the training split
     c.data.tokenizer_model_type = "unigram"
+    # Lines of the training split a tokenizer is trained on: a seeded uniform sample, read
+    # from shards in a seeded order (SentencePiece's input_sentence_size; memory is this
+    # sample, not the corpus). See sample_training_lines in lmscale/data/pretrain.py.
+    c.data.tokenizer_sample_sentences = 1_000_000
     c.data.seq_len = 128
     c.data.eval_fraction = 0.05
     c.data.seed = 0
+    # Preparation at scale (lmscale/data/corpus.py, shard_examples.py, beam_prepare.py).
+    # Sources are cut into shards of about this many MB of text (consecutive files of a
+    # pattern; record ranges of a tfds split); GPT packing and BERT pairing stay within a
+    # shard, as BERT's create_pretraining_data ran per input file.
+    c.data.shard_mb = 16.0
+    # A source file or tfds record range that is truncated inside a UTF-8 sequence, not
+    # UTF-8, or empty stops preparation (naming it) unless this is True: then it is
+    # skipped, logged and listed in the prepared data's metadata.json.
+    c.data.skip_bad_shards = False
+    # Who builds the examples: "in_process" (shard after shard) or "beam" (Apache Beam;
+    # the same examples). `lmscale data prepare --runner/--workers/--beam-options`.
+    c.data.prepare_runner = "in_process"
+    c.data.prepare_workers = 0  # local Beam worker processes; 0 = one per core
+    c.data.beam_options = []  # Beam pipeline flags, e.g. ["--runner=FlinkRunner", ...]
     # BERT create_pretraining_data options (BERT section A.2 / the original script).
     c.data.short_seq_prob = 0.1
     c.data.masked_lm_prob = 0.15
@@ -177,3 +195,8 @@ def _add_performance_tools(train: ml_collections.ConfigDict) -> None:
     train.profile_steps = []
     # JAX's persistent compilation cache ("" = off): reruns and resumes skip compiling.
     train.compilation_cache_dir = ""
+    # Input: batches assembled ahead of the step on Grain threads, and Grain worker
+    # processes for CPU-bound assembly (0 = threads only); see lmscale/data/loader.py.
+    # Neither changes what a batch holds: batch s is a function of the seed and s.
+    train.prefetch_batches = 2
+    train.loader_workers = 0

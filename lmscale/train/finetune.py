@@ -17,7 +17,7 @@ import numpy as np
 
 from lmscale import storage
 from lmscale.config import to_json
-from lmscale.data.loader import ArrayExamples, StepBatches
+from lmscale.data.loader import ArrayExamples, Prefetch, StepBatches
 from lmscale.parallel.distributed import initialize_distributed
 from lmscale.parallel.mesh import describe_rows, make_mesh, process_batch_rows
 from lmscale.train.checkpoint import Checkpointer
@@ -122,7 +122,9 @@ def finetune(run: FinetuneRun, config: ml_collections.ConfigDict, workdir: str) 
              jax.process_index(), jax.process_count(), describe_rows(rows), len(rows),
              train_cfg.batch_size)
     train_batches = StepBatches(ArrayExamples(run.train_examples), train_cfg.batch_size,
-                                train_cfg.seed, rows)
+                                train_cfg.seed, rows,
+                                prefetch=Prefetch(train_cfg.prefetch_batches,
+                                                  train_cfg.loader_workers))
     eval_batches = None
     if run.eval_examples is not None:
         eval_batches = StepBatches(ArrayExamples(run.eval_examples), train_cfg.batch_size, 0,

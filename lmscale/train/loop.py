@@ -206,28 +206,34 @@ def run_loop(sharded: ShardedStep, state: TrainState, train_batches: StepBatches
 
     stopped, stop_agreed = "done", False
     trace = StepTrace(loop.profile_steps, loop.profile_dir)
-    for step in range(start, loop.steps):
-        trace.before(step, state)
-        batch = sharded.global_batch(train_batches[step])
-        state, metrics = sharded.train(state, batch)
-        vote = stop_vote(preemption is not None and preemption.requested)
-        window_steps += 1
-        if pending is not None:
-            stop_agreed |= report(*pending)
-        pending = (step, metrics, vote)
-        bar.update(1)
-        done = step + 1
-        if eval_batches is not None and loop.eval_every and done % loop.eval_every == 0:
-            stop_agreed |= report(*pending)
-            pending = None
-            writer.write(done, evaluate(sharded, state.params, eval_batches,
-                                        loop.eval_batches, loss_terms))
-        checkpoint_due = loop.checkpoint_every and done % loop.checkpoint_every == 0
-        if save_checkpoint is not None and checkpoint_due:
-            save_checkpoint(state, False)
-        if stop_agreed:
-            stopped = "preempted"
-            break
+    # Batches of the coming steps are assembled on other threads (or processes) while the
+    # device runs this one; each is still train_batches[step] (`StepBatches.iterate`).
+    host_batches = train_batches.iterate(start, loop.steps)
+    try:
+        for step in range(start, loop.steps):
+            trace.before(step, state)
+            batch = sharded.global_batch(next(host_batches))
+            state, metrics = sharded.train(state, batch)
+            vote = stop_vote(preemption is not None and preemption.requested)
+            window_steps += 1
+            if pending is not None:
+                stop_agreed |= report(*pending)
+            pending = (step, metrics, vote)
+            bar.update(1)
+            done = step + 1
+            if eval_batches is not None and loop.eval_every and done % loop.eval_every == 0:
+                stop_agreed |= report(*pending)
+                pending = None
+                writer.write(done, evaluate(sharded, state.params, eval_batches,
+                                            loop.eval_batches, loss_terms))
+            checkpoint_due = loop.checkpoint_every and done % loop.checkpoint_every == 0
+            if save_checkpoint is not None and checkpoint_due:
+                save_checkpoint(state, False)
+            if stop_agreed:
+                stopped = "preempted"
+                break
+    finally:
+        host_batches.close()
     if pending is not None:
         report(*pending)
     trace.stop(state)

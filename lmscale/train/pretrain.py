@@ -12,8 +12,8 @@ import ml_collections
 
 from lmscale import storage
 from lmscale.config import to_json
-from lmscale.data.loader import StepBatches, stack_examples
-from lmscale.data.pretrain import prepare_pretraining_data
+from lmscale.data.loader import Prefetch, StepBatches, stack_examples
+from lmscale.data.pretrain import PretrainingData, prepare_pretraining_data
 from lmscale.errors import ConfigError
 from lmscale.models import ModelConfig
 from lmscale.parallel.distributed import barrier, initialize_distributed
@@ -59,20 +59,31 @@ def phases(config: ml_collections.ConfigDict) -> list[Phase]:
     return result
 
 
+def prepare_phases(data_cfg, model_cfg: ModelConfig, workdir: str, run_phases: list[Phase],
+                   is_main: bool) -> list[PretrainingData]:
+    """Every phase's examples, prepared (or found prepared) before step 0: a run never
+    stops between phases to build data, and a problem with any phase's data (a sequence
+    length the model cannot take, a corpus too small) surfaces before training starts."""
+    return [prepare_pretraining_data(data_cfg, model_cfg, workdir, phase.seq_len,
+                                     phase.max_predictions, is_main, barrier)
+            for phase in run_phases]
+
+
+def describe_phase_data(phase: Phase, data: PretrainingData) -> str:
+    return (f"length {phase.seq_len}: {len(data.train):,} training and "
+            f"{len(data.held_out):,} held-out examples; unigram baseline "
+            f"{data.unigram_loss:.3f}")
+
+
 def prepare_data(config: ml_collections.ConfigDict, workdir: str) -> list[str]:
     """Train the tokenizer and write every phase's examples ahead of training; returns a
     line per phase saying what is there."""
     initialize_distributed(config.distributed)
     model_cfg = ModelConfig.from_dict(config.model.to_dict())
-    lines = []
-    for phase in phases(config):
-        data = prepare_pretraining_data(config.data, model_cfg, workdir, phase.seq_len,
-                                        phase.max_predictions, jax.process_index() == 0,
-                                        barrier)
-        lines.append(f"length {phase.seq_len}: {len(data.train):,} training and "
-                     f"{len(data.held_out):,} held-out examples; unigram baseline "
-                     f"{data.unigram_loss:.3f}")
-    return lines
+    run_phases = phases(config)
+    phase_data = prepare_phases(config.data, model_cfg, workdir, run_phases,
+                                jax.process_index() == 0)
+    return [describe_phase_data(p, d) for p, d in zip(run_phases, phase_data)]
 
 
 # (model, host parameters, prepared data, count) -> lines shown at the end of a run.
@@ -96,20 +107,22 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str,
     check_batch_split(train_cfg.batch_size, train_cfg.grad_accum_steps, mesh)
     model_cfg = model_for_mesh(model_cfg, mesh)
     run_phases = phases(config)
-    # Data problems (missing or empty corpus, vocabulary mismatch) surface here, before
-    # anything that looks like a run is written.
-    first_data = prepare_pretraining_data(config.data, model_cfg, workdir, run_phases[0].seq_len,
-                                          run_phases[0].max_predictions, is_main, barrier)
+    # Data problems (missing or empty corpus, vocabulary mismatch) surface here, for every
+    # phase, before anything that looks like a run is written.
+    phase_data = prepare_phases(config.data, model_cfg, workdir, run_phases, is_main)
     if is_main:
+        for phase, data in zip(run_phases, phase_data):
+            log.info("data for steps to %d: %s", phase.end_step, describe_phase_data(phase, data))
         storage.write_text(storage.join(workdir, "config.json"), to_json(config))
     with Preemption() as preemption:
-        return _train_phases(config, workdir, model_cfg, opt_cfg, mesh, run_phases, first_data,
+        return _train_phases(config, workdir, model_cfg, opt_cfg, mesh, run_phases, phase_data,
                              preemption, is_main, show_samples)
 
 
 def _train_phases(config, workdir: str, model_cfg: ModelConfig, opt_cfg: OptimizerConfig, mesh,
-                  run_phases: list[Phase], first_data, preemption: Preemption,
-                  is_main: bool, show_samples: ShowSamples | None) -> dict:
+                  run_phases: list[Phase], phase_data: list[PretrainingData],
+                  preemption: Preemption, is_main: bool,
+                  show_samples: ShowSamples | None) -> dict:
     train_cfg = config.train
     objective = objective_for(model_cfg)
     optimizer = make_optimizer(opt_cfg, train_cfg.steps)
@@ -120,11 +133,9 @@ def _train_phases(config, workdir: str, model_cfg: ModelConfig, opt_cfg: Optimiz
     config_dict = config.to_dict()
     peak = (train_cfg.peak_flops or peak_flops_per_device(model_cfg.compute_dtype)) * mesh.size
     try:
-        state, data, stopped = None, None, "done"
-        for index, phase in enumerate(run_phases):
-            data = first_data if index == 0 else prepare_pretraining_data(
-                config.data, model_cfg, workdir, phase.seq_len, phase.max_predictions, is_main,
-                barrier)
+        state, stopped = None, "done"
+        prefetch = Prefetch(train_cfg.prefetch_batches, train_cfg.loader_workers)
+        for phase, data in zip(run_phases, phase_data):
             example_batch = stack_examples(data.train, train_cfg.batch_size)
             sharded = build_sharded_step(objective, optimizer, schedule, mesh, example_batch,
                                          train_cfg.grad_accum_steps, train_cfg.seed)
@@ -138,9 +149,11 @@ def _train_phases(config, workdir: str, model_cfg: ModelConfig, opt_cfg: Optimiz
                     log.info("resuming from step %d", int(state.step))
                 writer.resume_at(int(state.step))
             rows = process_batch_rows(mesh, train_cfg.batch_size)
-            train_batches = StepBatches(data.train, train_cfg.batch_size, train_cfg.seed, rows)
-            eval_batches = StepBatches(data.held_out, train_cfg.batch_size, 0, rows,
-                                       shuffle=False)
+            train_batches = StepBatches(data.train, train_cfg.batch_size, train_cfg.seed, rows,
+                                        prefetch=prefetch)
+            # Held-out examples are stored shard after shard: a fixed permutation (seed 0)
+            # makes the first train.eval_batches span the corpus, the same at every eval.
+            eval_batches = StepBatches(data.held_out, train_cfg.batch_size, 0, rows)
             if int(state.step) >= phase.end_step:
                 continue
             log.info("process %d of %d reads rows %s of every global batch (%d of %d)",

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from lmscale.data.gpt_pretrain import pack_token_stream
+from lmscale.data.gpt_pretrain import pack_token_pieces, pack_token_stream
 from lmscale.errors import InputError
 
 
@@ -31,3 +31,18 @@ def test_rows_are_consecutive_windows():
 def test_a_corpus_of_one_token_is_an_error():
     with pytest.raises(InputError, match="fewer than 2 tokens"):
         pack_token_stream(np.array([5], np.int32), seq_len=8)
+
+
+@pytest.mark.parametrize("length", [1, 2, 16, 17, 33, 400])
+def test_packing_pieces_row_by_row_equals_packing_their_concatenation(length):
+    stream = np.arange(1, length + 1, dtype=np.int32)
+    cuts = np.random.default_rng(length).choice(np.arange(1, length), min(5, length - 1),
+                                                replace=False) if length > 1 else []
+    rows = list(pack_token_pieces(np.split(stream, sorted(cuts)), seq_len=8, pad_id=0))
+    if length < 2:
+        assert rows == []  # nothing to predict
+        return
+    whole = pack_token_stream(stream, seq_len=8, pad_id=0)
+    for name, array in whole.items():
+        np.testing.assert_array_equal(np.stack([row[name] for row in rows]), array)
+        assert rows[0][name].dtype == array.dtype
