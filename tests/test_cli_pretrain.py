@@ -108,3 +108,22 @@ def test_profile_trace_and_compilation_cache(corpus, tmp_path, capsys):
     assert pretrain("gpt2_tiny.py", tmp_path / "bad", f"--config.data.sources=['{corpus}']",
                     "--config.train.profile_steps=[3, 1]") == 2
     assert "profile_steps must be [first, last)" in capsys.readouterr().err
+
+
+def test_weighted_sources_train_on_their_mixture(corpus, docstring_tokenizer, tmp_path):
+    """`data.sources` as SOURCE@WEIGHT: each source is prepared on its own and every batch
+    holds each source's share (the loader's own test checks 0.8/0.2 over 1,000 batches)."""
+    text = open(corpus, encoding="utf-8").read().split("\n\n")
+    first, second = tmp_path / "first.txt", tmp_path / "second.txt"
+    first.write_text("\n\n".join(text[: len(text) // 2]))
+    second.write_text("\n\n".join(text[len(text) // 2:]))
+    workdir = tmp_path / "run"
+    assert pretrain("gpt2_tiny.py", workdir, f"--config.data.tokenizer={docstring_tokenizer}",
+                    f"--config.data.sources=['{first}@3', '{second}@1']",
+                    "--config.train.samples=0") == 0
+    summary = json.loads((workdir / "summary.json").read_text())
+    (epoch,) = summary["mixture"]  # 4 steps of 8 rows: within the first epoch
+    assert epoch["drawn"] == [24, 8]  # 3:1, exactly, batch by batch
+    assert len(os.listdir(workdir / "data")) == 2  # prepared per source
+    metrics = (workdir / "metrics.jsonl").read_text()
+    assert len([line for line in metrics.splitlines() if '"loss"' in line]) == 4

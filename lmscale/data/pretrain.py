@@ -27,12 +27,15 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import grain
+
 from lmscale import storage
 from lmscale.data import beam_prepare
 from lmscale.data.corpus import (
     BUILTIN_STDLIB, BadSourceShard, Shard, held_out_mask, plan_shards, shard_documents,
 )
 from lmscale.data.load_tokenizer import load_tokenizer
+from lmscale.data.mixture import split_source_weights
 from lmscale.data.prepared import (
     file_digest, finish_dataset, fingerprint, new_incomplete_dir, prepare_once,
 )
@@ -53,13 +56,27 @@ _LAYOUT = "shards-1"
 _SAMPLE_READ_FACTOR = 4
 
 
+@dataclass(frozen=True)
+class MixturePart:
+    """One weighted source of a mixture, prepared on its own."""
+    source: str
+    weight: float
+    train: object
+    held_out: object
+
+
 @dataclass
 class PretrainingData:
     tokenizer: Tokenizer
     train: object  # random-access source of example dicts (len, __getitem__)
     held_out: object
-    unigram_loss: float  # entropy of the training tokens' unigram distribution (nats)
+    # Entropy of the training tokens' unigram distribution (nats). For a mixture, the
+    # weighted mean of its sources' (a lower bound of the mixture's own).
+    unigram_loss: float
     metadata: dict = field(default_factory=dict)  # counts, skipped source shards, ...
+    # `data.sources` given as SOURCE@WEIGHT: the parts the loader mixes by weight
+    # (`lmscale.data.mixture`); `train` / `held_out` are then their concatenation.
+    mixture: list[MixturePart] = field(default_factory=list)
 
 
 def _source_identity(source: str) -> object:
@@ -222,7 +239,7 @@ def prepare_pretraining_data(data_cfg, model_cfg, workdir: str, seq_len: int,
     if seq_len > model_cfg.max_len:
         raise ConfigError(f"data.seq_len ({seq_len}) exceeds model.max_len ({model_cfg.max_len})")
     _check_runner(data_cfg.prepare_runner)
-    sources = list(data_cfg.sources)
+    sources, weights = split_source_weights(list(data_cfg.sources))
     identity = [_source_identity(s) for s in sources]  # fails early on a missing file
 
     @functools.cache
@@ -239,33 +256,60 @@ def prepare_pretraining_data(data_cfg, model_cfg, workdir: str, seq_len: int,
             f"(tokenizer: {tokenizer_path(data_cfg, workdir)})")
     bert_options = {k: data_cfg[k] for k in ("short_seq_prob", "masked_lm_prob", "dupe_factor",
                                              "whole_word_mask")}
-    key = fingerprint({
-        "family": model_cfg.family, "sources": identity, "split": data_cfg.document_split,
-        "eval_fraction": data_cfg.eval_fraction, "seed": data_cfg.seed, "seq_len": seq_len,
-        "max_predictions": max_predictions, "bert": bert_options,
-        "tokenizer": _tokenizer_identity(tokenizer_path(data_cfg, workdir)),
-        "layout": _LAYOUT, "shard_mb": data_cfg.shard_mb,
-        "skip_bad_shards": data_cfg.skip_bad_shards,
-    })
     spec = example_spec(data_cfg, model_cfg.family, tokenizer_path(data_cfg, workdir),
                         seq_len, max_predictions)
-
-    def build(data_dir: str) -> dict:
-        plan = shards()
-        log.info("preparing %d shard(s) of %s with the %s runner", len(plan), sources,
-                 data_cfg.prepare_runner)
-        # Beam workers read the tokenizer themselves: give them a local file.
-        local_spec = dataclasses.replace(spec, tokenizer=storage.local_copy(spec.tokenizer))
-        metadata = write_shard_examples(data_dir, local_spec, plan, data_cfg.prepare_runner,
-                                        beam_settings(data_cfg))
-        return {**metadata, "sources": sources, "seq_len": seq_len}
-
     root = data_cfg.prepared_dir or storage.join(workdir, "data")
-    prepared, metadata = prepare_once(root, key, build, is_main, barrier)
-    if is_main:
-        report_skipped(metadata)
-    return PretrainingData(tokenizer, prepared["train"], prepared["held_out"],
-                           metadata["unigram_loss"], metadata)
+
+    def prepare(part: list[str], part_identity: list) -> tuple[dict, dict]:
+        """The examples of `part` (all sources, or one source of a mixture)."""
+        key = fingerprint({
+            "family": model_cfg.family, "sources": part_identity,
+            "split": data_cfg.document_split, "eval_fraction": data_cfg.eval_fraction,
+            "seed": data_cfg.seed, "seq_len": seq_len, "max_predictions": max_predictions,
+            "bert": bert_options,
+            "tokenizer": _tokenizer_identity(tokenizer_path(data_cfg, workdir)),
+            "layout": _LAYOUT, "shard_mb": data_cfg.shard_mb,
+            "skip_bad_shards": data_cfg.skip_bad_shards,
+        })
+
+        def build(data_dir: str) -> dict:
+            plan = shards() if part == sources else plan_shards(
+                part, data_cfg.document_split, data_cfg.tfds_data_dir or None,
+                data_cfg.shard_mb)
+            log.info("preparing %d shard(s) of %s with the %s runner", len(plan), part,
+                     data_cfg.prepare_runner)
+            # Beam workers read the tokenizer themselves: give them a local file.
+            local_spec = dataclasses.replace(spec,
+                                             tokenizer=storage.local_copy(spec.tokenizer))
+            metadata = write_shard_examples(data_dir, local_spec, plan,
+                                            data_cfg.prepare_runner, beam_settings(data_cfg))
+            return {**metadata, "sources": part, "seq_len": seq_len}
+
+        prepared, metadata = prepare_once(root, key, build, is_main, barrier)
+        if is_main:
+            report_skipped(metadata)
+        return prepared, metadata
+
+    if weights is None:
+        prepared, metadata = prepare(sources, identity)
+        return PretrainingData(tokenizer, prepared["train"], prepared["held_out"],
+                               metadata["unigram_loss"], metadata)
+    parts = [prepare([source], [ident]) for source, ident in zip(sources, identity)]
+    mixture = [MixturePart(source, weight, prepared["train"], prepared["held_out"])
+               for source, weight, (prepared, _) in zip(sources, weights, parts)]
+    total = sum(weights)
+    return PretrainingData(
+        tokenizer, concatenated([p.train for p in mixture]),
+        concatenated([p.held_out for p in mixture]),
+        sum(w / total * metadata["unigram_loss"] for w, (_, metadata) in zip(weights, parts)),
+        {"mixture": [{"source": s, "weight": w, **metadata}
+                     for s, w, (_, metadata) in zip(sources, weights, parts)]},
+        mixture)
+
+
+def concatenated(sources: Sequence) -> object:
+    """One random-access source holding `sources` one after another."""
+    return grain.MapDataset.concatenate([grain.MapDataset.source(s) for s in sources])
 
 
 def report_skipped(metadata: dict) -> None:
@@ -283,7 +327,7 @@ def describe_plan(data_cfg, workdir: str) -> list[str]:
     """What `lmscale data prepare --dry-run` prints: the shard plan and the runner check,
     with nothing read beyond file sizes and record counts, and nothing written."""
     _check_runner(data_cfg.prepare_runner)
-    plan = plan_shards(list(data_cfg.sources), data_cfg.document_split,
+    plan = plan_shards(split_source_weights(list(data_cfg.sources))[0], data_cfg.document_split,
                        data_cfg.tfds_data_dir or None, data_cfg.shard_mb)
     files = [path for shard in plan for path in shard.files]
     other = sum(1 for shard in plan if not shard.files)

@@ -16,6 +16,9 @@ def pretrain_config(model_preset: str, **model_overrides) -> ml_collections.Conf
     c.model = ml_collections.ConfigDict(model)
 
     c.data = ml_collections.ConfigDict()
+    # Text files / globs (local or gs://), tfds:NAME[:SPLIT[:FEATURE]], builtin corpora.
+    # SOURCE@WEIGHT on every entry makes a weighted mixture: each source is prepared on
+    # its own and every batch holds its share (lmscale/data/mixture.py).
     c.data.sources = ["builtin:stdlib-docstrings"]
     c.data.document_split = "auto"  # auto | file | blank_line (see lmscale/data/corpus.py)
     c.data.tfds_data_dir = ""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ import ml_collections
 from lmscale import storage
 from lmscale.config import to_json
 from lmscale.data.loader import Prefetch, StepBatches, stack_examples
+from lmscale.data.mixture import MixtureStepBatches
 from lmscale.data.pretrain import PretrainingData, prepare_pretraining_data
 from lmscale.errors import ConfigError
 from lmscale.models import ModelConfig
@@ -86,6 +88,16 @@ def prepare_data(config: ml_collections.ConfigDict, workdir: str) -> list[str]:
     return [describe_phase_data(p, d) for p, d in zip(run_phases, phase_data)]
 
 
+def train_batches_of(data: PretrainingData, batch_size: int, seed: int, rows,
+                     prefetch: Prefetch) -> StepBatches | MixtureStepBatches:
+    """Step-indexed training batches: the one corpus, or its weighted mixture's parts."""
+    if not data.mixture:
+        return StepBatches(data.train, batch_size, seed, rows, prefetch=prefetch)
+    return MixtureStepBatches([p.train for p in data.mixture], [p.weight for p in data.mixture],
+                              batch_size, seed, rows, prefetch=prefetch,
+                              names=[p.source for p in data.mixture])
+
+
 # (model, host parameters, prepared data, count) -> lines shown at the end of a run.
 ShowSamples = Callable[[Any, Any, Any, int], list[str]]
 
@@ -149,8 +161,8 @@ def _train_phases(config, workdir: str, model_cfg: ModelConfig, opt_cfg: Optimiz
                     log.info("resuming from step %d", int(state.step))
                 writer.resume_at(int(state.step))
             rows = process_batch_rows(mesh, train_cfg.batch_size)
-            train_batches = StepBatches(data.train, train_cfg.batch_size, train_cfg.seed, rows,
-                                        prefetch=prefetch)
+            train_batches = train_batches_of(data, train_cfg.batch_size, train_cfg.seed, rows,
+                                             prefetch)
             # Held-out examples are stored shard after shard: a fixed permutation (seed 0)
             # makes the first train.eval_batches span the corpus, the same at every eval.
             eval_batches = StepBatches(data.held_out, train_cfg.batch_size, 0, rows)
@@ -165,6 +177,9 @@ def _train_phases(config, workdir: str, model_cfg: ModelConfig, opt_cfg: Optimiz
                          train_batches.num_examples, eval_batches.num_examples, phase.seq_len,
                          train_batches.epochs(phase.end_step - int(state.step)),
                          data.unigram_loss)
+                if data.mixture:
+                    for line in train_batches.describe(int(state.step), phase.end_step):
+                        log.info("mixture: %s", line)
             tokens = train_cfg.batch_size * phase.seq_len
             throughput = Throughput(tokens, pretrain_flops_per_step(
                 model_cfg, train_cfg.batch_size, phase.seq_len, phase.max_predictions), peak)
@@ -188,6 +203,9 @@ def _train_phases(config, workdir: str, model_cfg: ModelConfig, opt_cfg: Optimiz
     writer.close()
     summary = {"step": int(state.step), "stopped": stopped, "unigram_loss": data.unigram_loss,
                **final_eval}
+    if data.mixture:
+        summary["mixture"] = [dataclasses.asdict(epoch) for epoch in
+                              train_batches.realised_mixture(0, int(state.step))]
     samples = []
     if show_samples is not None and train_cfg.samples > 0:
         # Every process takes part: gathering parameters sharded across hosts is a collective.
