@@ -7,7 +7,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "lmscale"
 
 # Lower layers first; a module may import only from layers at its level or below.
 LAYERS = [
-    {"errors", "config", "flops"},
+    {"errors", "config", "flops", "storage"},
     {"models", "parallel", "data"},
     {"train"},
     {"convert"},

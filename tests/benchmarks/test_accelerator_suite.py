@@ -24,6 +24,7 @@ def test_squad_workload_is_the_bert_large_config():
     assert config.task.doc_stride == 128 and config.train.epochs == accelerator_suite.SQUAD_EPOCHS
 
 
+@pytest.mark.slow  # a benchmark smoke run (~30 s)
 def test_quick_suite_measures_and_reports(tmp_path):
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     run = subprocess.run([sys.executable, SUITE, "lmscale", "--quick", "--steps", "2",

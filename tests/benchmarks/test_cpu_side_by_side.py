@@ -73,6 +73,7 @@ def quick_run(tmp_path_factory):
     return available, result, (out / "side.txt").read_text()
 
 
+@pytest.mark.slow  # benchmark smoke runs (~30 s of setup)
 def test_quick_run_measures_lmscale_and_writes_the_table(quick_run):
     _, result, text = quick_run
     [row] = result["rows"]
@@ -88,6 +89,7 @@ def test_quick_run_measures_lmscale_and_writes_the_table(quick_run):
     assert "| GPT-2 small shape (2 x 32) | float32 |" in text
 
 
+@pytest.mark.slow  # benchmark smoke runs (~30 s of setup)
 @pytest.mark.parametrize("peer", side.PEER_IMPLS)
 def test_quick_run_measures_each_installed_peer(quick_run, peer):
     available, result, text = quick_run

@@ -156,6 +156,7 @@ class IdTokenizer:
 PROMPTS = [[5, 17, 33], [8, 2, 71, 40, 9], [90], [23, 23, 7, 81]]
 
 
+@pytest.mark.slow  # ~45 s of generation at three tensor sizes
 def test_generation_never_picks_padding_and_matches_across_tensor_sizes(gpt_params):
     loud, plain = gpt_params
     one_device = Generator(GPT(PLAIN), plain, IdTokenizer(),

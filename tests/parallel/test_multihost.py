@@ -122,6 +122,7 @@ def test_two_processes_train_stop_resume_and_match_one_process(inputs, tmp_path)
         assert two[step] == pytest.approx(one[step], rel=1e-5), step
 
 
+@pytest.mark.slow  # ~50 s; the 2-process FSDP stop/resume test stays in the default run
 def test_tensor_axis_spanning_both_processes_reads_whole_batches_and_matches(inputs, tmp_path):
     """mesh.tensor = 8 over 2 hosts: the batch is not split at all, so both processes must
     load every row of each global batch (loading half each would feed the replicas

@@ -99,6 +99,7 @@ def _losses(metrics_text: str) -> dict[int, float]:
     return {r["step"]: r["loss"] for r in records if "loss" in r}
 
 
+@pytest.mark.slow  # ~85 s: three runs; the gs:// export/fine-tune test stays in the default run
 def test_gpt_on_gcs_stopped_by_sigterm_resumes_bit_for_bit(
         docstring_corpus, docstring_tokenizer, gcs_dir, run_env, tmp_path):
     """Corpus and tokenizer in the bucket, the run directory (checkpoints, metrics, prepared
