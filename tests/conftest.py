@@ -146,3 +146,50 @@ def run_env(gcs_emulator) -> dict:
     the emulator (what a user sets); one CPU device keeps it light."""
     return {k: v for k, v in os.environ.items()
             if k not in ("XLA_FLAGS", "TENSORSTORE_GCS_HTTP_URL")} | {"PYTHONUNBUFFERED": "1"}
+
+
+# --- Shared by the SIGTERM / resume tests (tests/train/test_resume.py and its variants) ---
+
+def tiny_run_args(steps: int, checkpoint_every: int) -> list[str]:
+    """Config overrides of a tiny, quick pretraining run with dropout on (its randomness
+    must resume too), logging every step."""
+    return ["--config.model.vocab_size=512", "--config.model.d_model=64",
+            "--config.model.num_heads=2", "--config.model.d_ff=256",
+            "--config.model.max_len=64", "--config.data.seq_len=64",
+            "--config.model.dropout=0.1", "--config.train.batch_size=16",
+            f"--config.train.steps={steps}", "--config.train.log_every=1",
+            "--config.train.eval_every=0", f"--config.train.checkpoint_every={checkpoint_every}",
+            "--config.train.samples=0", "--config.train.peak_flops=1e11",
+            "--config.optimizer.warmup_steps=5"]
+
+
+def logged_losses(workdir) -> dict[int, float]:
+    import json
+
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        records = [json.loads(line) for line in f if line.strip()]
+    return {r["step"]: r["loss"] for r in records if "loss" in r}
+
+
+def one_device_env() -> dict:
+    """A subprocess's environment: one CPU device per process keeps it light."""
+    return {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"} | {"PYTHONUNBUFFERED": "1"}
+
+
+def stop_with_sigterm(command: list[str], workdir, after_lines: int = 3) -> str:
+    """Run `command`, send SIGTERM once its metrics.jsonl has `after_lines` lines, and
+    return its output once it has exited 0."""
+    import signal
+
+    proc = subprocess.Popen(command, env=one_device_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    metrics = os.path.join(workdir, "metrics.jsonl")
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if os.path.exists(metrics) and len(open(metrics).read().splitlines()) >= after_lines:
+            proc.send_signal(signal.SIGTERM)
+            break
+        time.sleep(0.05)
+    output, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, output[-3000:]
+    return output

@@ -3,14 +3,12 @@ first, then a run stopped by SIGTERM and resumed gives bitwise the losses of a r
 interrupted, for GPT and BERT; the runs find the data by its fingerprint and prepare
 nothing themselves. (tests/train/test_resume.py does the same on in-process data.)"""
 
-import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
+from conftest import logged_losses, one_device_env, stop_with_sigterm, tiny_run_args
 from shard_corpus import write_shard_corpus
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -29,24 +27,7 @@ def command(verb: list[str], config: str, workdir, corpus: str, tokenizer: str,
             f"--config.data.sources=['{corpus}']", "--config.data.document_split=blank_line",
             "--config.data.shard_mb=1e-9", f"--config.data.tokenizer={tokenizer}",
             f"--config.data.prepared_dir={prepared}",
-            "--config.model.vocab_size=512", "--config.model.d_model=64",
-            "--config.model.num_heads=2", "--config.model.d_ff=256",
-            "--config.model.max_len=64", "--config.data.seq_len=64",
-            "--config.model.dropout=0.1",  # dropout on: its randomness must resume too
-            "--config.train.batch_size=16", f"--config.train.steps={STEPS}",
-            "--config.train.log_every=1", "--config.train.eval_every=0",
-            "--config.train.checkpoint_every=4", "--config.train.samples=0",
-            "--config.train.peak_flops=1e11", "--config.optimizer.warmup_steps=5"]
-
-
-def losses(workdir) -> dict[int, float]:
-    records = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
-    return {r["step"]: r["loss"] for r in records if "loss" in r}
-
-
-def env() -> dict:
-    # One CPU device per process keeps the subprocesses light.
-    return {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"} | {"PYTHONUNBUFFERED": "1"}
+            *tiny_run_args(STEPS, checkpoint_every=4)]
 
 
 @pytest.mark.slow  # three training runs per family: ~100 s each family on 2 busy cores
@@ -60,40 +41,30 @@ def test_sigterm_then_resume_on_beam_prepared_data_is_bitwise(
                        prepared) + list(extra)
 
     subprocess.run(run(["data", "prepare"], tmp_path / "prep", "--runner", "beam",
-                       "--workers", "2"), env=env(), check=True, capture_output=True)
+                       "--workers", "2"), env=one_device_env(), check=True, capture_output=True)
     [key] = os.listdir(prepared)
     dataset = sorted(os.listdir(prepared / key / "lmscale_examples" / "1.0.0"))
     assert sum(name.startswith("lmscale_examples-train") for name in dataset) == 4
 
     reference = tmp_path / "reference"
-    done = subprocess.run(run(["pretrain"], reference), env=env(), capture_output=True,
+    done = subprocess.run(run(["pretrain"], reference), env=one_device_env(), capture_output=True,
                           text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "preparing" not in done.stderr  # found by fingerprint, not prepared again
-    expected = losses(reference)
+    expected = logged_losses(reference)
     assert sorted(expected) == list(range(1, STEPS + 1))
 
     interrupted = tmp_path / "interrupted"
-    proc = subprocess.Popen(run(["pretrain"], interrupted), env=env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    metrics = interrupted / "metrics.jsonl"
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        if metrics.exists() and len(metrics.read_text().splitlines()) >= 3:
-            proc.send_signal(signal.SIGTERM)
-            break
-        time.sleep(0.05)
-    output, _ = proc.communicate(timeout=300)
-    assert proc.returncode == 0, output[-3000:]
+    output = stop_with_sigterm(run(["pretrain"], interrupted), interrupted)
     assert "stopped: preempted" in output
-    stopped_at = max(losses(interrupted))
+    stopped_at = max(logged_losses(interrupted))
     assert 3 <= stopped_at < STEPS
 
-    resumed = subprocess.run(run(["pretrain"], interrupted), env=env(), capture_output=True,
-                             text=True)
+    resumed = subprocess.run(run(["pretrain"], interrupted), env=one_device_env(),
+                             capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resuming from step {stopped_at}" in resumed.stderr
-    got = losses(interrupted)
+    got = logged_losses(interrupted)
     assert sorted(got) == list(range(1, STEPS + 1))
     for step in range(stopped_at + 1, STEPS + 1):
         assert got[step] == expected[step], (step, got[step], expected[step])
