@@ -8,6 +8,7 @@ import jax.numpy as jnp
 
 from lmscale.models.config import ModelConfig
 from lmscale.models.layers import MLP, Embed, LayerNorm, SelfAttention, constrain, stack_layers
+from lmscale.models.matmul import matmul
 from lmscale.models.vocab import mask_padded_logits
 
 
@@ -15,9 +16,8 @@ def tied_logits(hidden: jax.Array, table: jax.Array, cfg: ModelConfig) -> jax.Ar
     """GPT-2's output layer: hidden [..., d_model] against every row of the token table
     [padded vocab, d_model] (weight tying, Press & Wolf 2017) -> float32 logits
     [..., padded vocab], the padding columns masked (`lmscale.models.vocab`). Matmul
-    inputs take the compute dtype and accumulate in float32, as in `Embed.attend`."""
-    logits = jnp.einsum("...d,vd->...v", hidden.astype(cfg.dtype), table.astype(cfg.dtype),
-                        preferred_element_type=jnp.float32)
+    inputs take the compute dtype and accumulate in float32 (`lmscale.models.matmul`)."""
+    logits = matmul(hidden, table, ((hidden.ndim - 1,), (1,)), cfg.dtype)
     return mask_padded_logits(logits, cfg.vocab_size)
 
 

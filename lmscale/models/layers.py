@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from lmscale.models.config import ModelConfig
+from lmscale.models.matmul import MATMUL_NAME, matmul
 from lmscale.models.splash import splash_attention, splash_supports
 
 Axes = tuple[str | None, ...]
@@ -53,11 +54,7 @@ class Projection(nn.Module):
                                                  self.kernel_axes[self.contract:])
         bias = self.param("bias", bias_init, tuple(self.features), jnp.float32)
         x_axes = tuple(range(x.ndim - self.contract, x.ndim))
-        y = jax.lax.dot_general(
-            x.astype(self.dtype), kernel.astype(self.dtype),
-            ((x_axes, tuple(range(self.contract))), ((), ())),
-            preferred_element_type=jnp.float32,
-        )
+        y = matmul(x, kernel, (x_axes, tuple(range(self.contract))), self.dtype)
         return (y + bias).astype(self.dtype if self.out_dtype is None else self.out_dtype)
 
 
@@ -98,10 +95,7 @@ class Embed(nn.Module):
 
     def attend(self, x: jax.Array) -> jax.Array:
         """Logits against every row of the table, in float32: [..., d] -> [..., num_embeddings]."""
-        return jnp.einsum(
-            "...d,vd->...v", x.astype(self.dtype), self.embedding.astype(self.dtype),
-            preferred_element_type=jnp.float32,
-        )
+        return matmul(x, self.embedding, ((x.ndim - 1,), (1,)), self.dtype)
 
 
 CUDNN_DTYPES = (jnp.bfloat16, jnp.float16)
@@ -278,11 +272,14 @@ class MLP(nn.Module):
 
 
 def remat_policy(name: str):
-    return {
-        "full": None,  # save nothing, recompute the whole block
-        "dots": jax.checkpoint_policies.checkpoint_dots,
-        "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
-    }[name]
+    if name == "full":
+        return None  # save nothing, recompute the whole block
+    dots = {"dots": jax.checkpoint_policies.checkpoint_dots,
+            "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable}[name]
+    # The projections' dots sit inside `matmul`'s custom_vjp, out of the dot policies'
+    # sight: they are saved by name (all of them are dots without batch axes).
+    return jax.checkpoint_policies.save_from_both_policies(
+        dots, jax.checkpoint_policies.save_only_these_names(MATMUL_NAME))
 
 
 def stack_layers(block_cls: type[nn.Module], config: ModelConfig, name: str, **block_kwargs):
