@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import jax
+import jax.numpy as jnp
 import optax
 
 from lmscale.errors import ConfigError
@@ -59,10 +60,24 @@ def decay_mask(params) -> object:
     return jax.tree_util.tree_map_with_path(decays, params)
 
 
+def clip_by_global_norm(max_norm: float) -> optax.GradientTransformation:
+    """`optax.clip_by_global_norm`, scaling by a multiplication: XLA fuses a multiply by a
+    scalar into every consumer of the gradient (Adam's two moments and the update), while
+    optax's division is materialised first, one more write and read of every gradient
+    (about a sixth of a GPT-2 small step on a CPU). Same state (none), same clipped
+    gradients up to rounding."""
+    def update(updates, state, params=None):
+        del params
+        norm = optax.tree.norm(updates)
+        scale = jnp.minimum(1.0, max_norm / norm)  # norm 0: max_norm / 0 = inf -> 1
+        return jax.tree.map(lambda g: g * scale.astype(g.dtype), updates), state
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
 def make_optimizer(cfg: OptimizerConfig, total_steps: int) -> optax.GradientTransformation:
     schedule = make_schedule(cfg, total_steps)
     adamw = optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps,
                         weight_decay=cfg.weight_decay, mask=decay_mask)
     if cfg.clip_norm:
-        return optax.chain(optax.clip_by_global_norm(cfg.clip_norm), adamw)
+        return optax.chain(clip_by_global_norm(cfg.clip_norm), adamw)
     return adamw

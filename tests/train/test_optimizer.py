@@ -1,4 +1,5 @@
-"""Schedules hit their documented values; weight decay skips LayerNorm and biases."""
+"""Schedules hit their documented values; weight decay skips LayerNorm and biases; clipping
+matches optax."""
 
 import flax.linen as nn
 import jax
@@ -7,7 +8,15 @@ import numpy as np
 import pytest
 
 from lmscale.models import GPT, ModelConfig, preset
-from lmscale.train.optimizer import OptimizerConfig, decay_mask, make_optimizer, make_schedule
+import optax
+
+from lmscale.train.optimizer import (
+    OptimizerConfig,
+    clip_by_global_norm,
+    decay_mask,
+    make_optimizer,
+    make_schedule,
+)
 
 
 def test_bert_schedule_warms_up_linearly_then_decays_to_zero():
@@ -55,3 +64,18 @@ def test_weight_decay_applies_to_kernels_and_embeddings_only():
             value = value[key.key]
         expected = -0.05 * value if flat[jax.tree_util.keystr(path)] else 0 * value
         np.testing.assert_allclose(update, expected, rtol=1e-6, atol=1e-8)
+
+
+def test_clip_by_global_norm_equals_optax():
+    """lmscale's multiply-by-scale clipping gives optax's clipped gradients and state."""
+    grads = {"a": jnp.array([3.0, -4.0]), "b": {"kernel": jnp.full((2, 3), 2.0)}}
+    for max_norm in (0.5, 1e3):  # clipped, and left alone
+        ours, optax_clip = clip_by_global_norm(max_norm), optax.clip_by_global_norm(max_norm)
+        got, state = ours.update(grads, ours.init(grads))
+        want, want_state = optax_clip.update(grads, optax_clip.init(grads))
+        assert jax.tree.structure(state) == jax.tree.structure(want_state)
+        for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+            np.testing.assert_allclose(g, w, rtol=1e-6)
+    zeros = jax.tree.map(jnp.zeros_like, grads)
+    got, _ = clip_by_global_norm(1.0).update(zeros, optax.EmptyState())
+    assert all(np.all(np.asarray(g) == 0) for g in jax.tree.leaves(got))
