@@ -5,11 +5,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from lmscale.models import GPT, ModelConfig, preset
-import optax
-
 from lmscale.train.optimizer import (
     OptimizerConfig,
     clip_by_global_norm,
