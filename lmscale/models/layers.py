@@ -3,7 +3,8 @@
 Parameters carry logical axis names (`embed`, `mlp`, `heads`, `kv`, `vocab`, `positions`);
 activations are constrained with `batch`, `length` and `act_*` names. `lmscale.parallel`
 maps both onto the device mesh, so nothing here knows how many devices there are.
-Parameters are float32; matmuls take the compute dtype and accumulate in float32.
+Parameters are float32; matmuls take the compute dtype and accumulate in float32, in the
+backward pass too (`lmscale.models.matmul`).
 """
 
 from __future__ import annotations
