@@ -55,7 +55,7 @@ def main() -> None:
                     f"--config.task.train_data={files['train']}",
                     f"--config.task.eval_data={files['eval']}", "--config.train.epochs=2"]) == 0
     assert lmscale(["eval", "fewshot", "--checkpoint", pretrained, "--task", "sst2", "--data",
-                    os.path.join(DATA, "sst2", "dev.tsv"), "--pool",
+                    os.path.join(DATA, "sst2", "glue_dev.tsv"), "--pool",
                     os.path.join(DATA, "sst2", "train.tsv"), "--shots", "0", "1", "4",
                     "--limit", str(args.sst2_examples)]) == 0
     assert lmscale(["eval", "perplexity", "--checkpoint", pretrained, "--text",
