@@ -9,8 +9,10 @@ import re
 
 import jax
 
-# Events that wrap or wait for the operations rather than being one.
-_WRAPPERS = re.compile(r"ThunkExecutor|Await|Execute|block_until_ready|stop_trace")
+# Events that wrap or wait for the operations rather than being one (on a CPU with several
+# devices, the threads of a collective also log their rendezvous and waits).
+_WRAPPERS = re.compile(r"ThunkExecutor|Await|Execute|block_until_ready|stop_trace|"
+                       r"Rendezvous|rendezvous|^Wait")
 
 
 def top_operations(trace_dir: str, steps: int, top: int = 15) -> list[tuple[str, float, float]]:
