@@ -52,7 +52,9 @@ def loss_and_grads(obj, batch, shape):
     return float(loss), jax.device_get(grads), params
 
 
-@pytest.mark.parametrize("family", ["gpt", "bert"])
+# BERT's run (about 40 s) is in `-m slow`: its encoder layers are GPT's, and its sharded
+# heads and evaluation are covered by the partial-batch evaluation test below.
+@pytest.mark.parametrize("family", ["gpt", pytest.param("bert", marks=pytest.mark.slow)])
 def test_loss_and_gradients_agree_across_meshes(family):
     cfg = tiny(family)
     obj = objective(cfg)
