@@ -7,7 +7,9 @@ bf16 operand, which XLA runs as a float32 matmul: two thirds of a train step's m
 FLOPs, at float32 speed (on this repository's CPU host a bf16 matmul with AMX runs 2-3x
 faster than float32; GPUs lose their bf16 tensor-core rate the same way). `matmul` rounds
 the cotangent to the compute dtype first, as PyTorch autocast and bf16 Flax models (whose
-activations are bf16 throughout) do, and accumulates the gradients in float32.
+activations are bf16 throughout) do. Each gradient matmul accumulates in float32 and returns
+its operand's dtype, as `dot_general`'s own transpose does; the float32 parameters then
+receive them through the cast's transpose.
 
 Its output is named `MATMUL_NAME` for `jax.checkpoint`: a policy that saves dots must save
 these by name (see `layers.remat_policy`), since a `custom_vjp` hides the dot inside.
@@ -56,7 +58,7 @@ def _dot_backward(contraction, residuals, g):
     dx = jax.lax.dot_general(g, w, ((g_of_w, tuple(w_kept)), ((), ())),
                              preferred_element_type=jnp.float32)
     dx_axes = x_kept + [x_axes[w_axes.index(a)] for a in sorted(w_axes)]
-    dx = jnp.transpose(dx, np.argsort(dx_axes)) if dx_axes != sorted(dx_axes) else dx
+    dx = jnp.transpose(dx, np.argsort(dx_axes))  # the identity is free
     # dw = xᵀ·g over x's kept axes, in whichever operand order needs no transpose when
     # w's kept axes come first (the embedding table [vocab, d] of a tied head).
     if w_kept and w_axes and max(w_kept) < min(w_axes):
@@ -67,7 +69,7 @@ def _dot_backward(contraction, residuals, g):
         dw = jax.lax.dot_general(x, g, ((tuple(x_kept), g_of_x), ((), ())),
                                  preferred_element_type=jnp.float32)
         dw_axes = [w_axes[x_axes.index(a)] for a in sorted(x_axes)] + w_kept
-    dw = jnp.transpose(dw, np.argsort(dw_axes)) if dw_axes != sorted(dw_axes) else dw
+    dw = jnp.transpose(dw, np.argsort(dw_axes))  # the identity is free
     return dx.astype(x.dtype), dw.astype(w.dtype)
 
 

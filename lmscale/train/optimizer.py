@@ -64,8 +64,8 @@ def clip_by_global_norm(max_norm: float) -> optax.GradientTransformation:
     """`optax.clip_by_global_norm`, scaling by a multiplication: XLA fuses a multiply by a
     scalar into every consumer of the gradient (Adam's two moments and the update), while
     optax's division is materialised first, one more write and read of every gradient
-    (about a sixth of a GPT-2 small step on a CPU). Same state (none), same clipped
-    gradients up to rounding."""
+    (seen in the HLO of a CPU step). Same state (none), same clipped gradients up to
+    rounding."""
     def update(updates, state, params=None):
         del params
         norm = optax.tree.norm(updates)
