@@ -14,12 +14,15 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
 
 from lmscale.models.config import ModelConfig
-from lmscale.models.matmul import MATMUL_NAME, matmul
+from lmscale.models.matmul import matmul
 from lmscale.models.splash import splash_attention, splash_supports
 
 Axes = tuple[str | None, ...]
+# `Projection` outputs carry this name for `jax.checkpoint` (see `remat_policy`).
+PROJECTION_NAME = "projection"
 
 
 def normal_init(std: float, axes: Axes):
@@ -34,7 +37,9 @@ class Projection(nn.Module):
     """y = x·W + b, contracting the last `contract` axes of x with the first of W.
 
     The output has `out_dtype` (default: the compute dtype); output heads whose logits go
-    straight into a loss set it to float32, so that bf16 recipes do not round them.
+    straight into a loss set it to float32, so that bf16 recipes do not round them. It is
+    named `PROJECTION_NAME`, so the dot remat policies save it in that dtype (half the
+    bytes of the float32 matmul result under bf16 compute).
     """
 
     features: Sequence[int]
@@ -56,7 +61,8 @@ class Projection(nn.Module):
         bias = self.param("bias", bias_init, tuple(self.features), jnp.float32)
         x_axes = tuple(range(x.ndim - self.contract, x.ndim))
         y = matmul(x, kernel, (x_axes, tuple(range(self.contract))), self.dtype)
-        return (y + bias).astype(self.dtype if self.out_dtype is None else self.out_dtype)
+        y = (y + bias).astype(self.dtype if self.out_dtype is None else self.out_dtype)
+        return checkpoint_name(y, PROJECTION_NAME)
 
 
 class LayerNorm(nn.Module):
@@ -278,9 +284,10 @@ def remat_policy(name: str):
     dots = {"dots": jax.checkpoint_policies.checkpoint_dots,
             "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable}[name]
     # The projections' dots sit inside `matmul`'s custom_vjp, out of the dot policies'
-    # sight: they are saved by name (all of them are dots without batch axes).
+    # sight: their outputs are saved by name (all of them are dots without batch axes),
+    # after the bias and the cast to the compute dtype.
     return jax.checkpoint_policies.save_from_both_policies(
-        dots, jax.checkpoint_policies.save_only_these_names(MATMUL_NAME))
+        dots, jax.checkpoint_policies.save_only_these_names(PROJECTION_NAME))
 
 
 def stack_layers(block_cls: type[nn.Module], config: ModelConfig, name: str, **block_kwargs):

@@ -11,8 +11,8 @@ activations are bf16 throughout) do. Each gradient matmul accumulates in float32
 its operand's dtype, as `dot_general`'s own transpose does; the float32 parameters then
 receive them through the cast's transpose.
 
-Its output is named `MATMUL_NAME` for `jax.checkpoint`: a policy that saves dots must save
-these by name (see `layers.remat_policy`), since a `custom_vjp` hides the dot inside.
+A `custom_vjp` hides its dot from `jax.checkpoint`'s dot policies: the layers that call it
+name their outputs for the remat policy instead (`layers.PROJECTION_NAME`).
 """
 
 from __future__ import annotations
@@ -22,9 +22,6 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.ad_checkpoint import checkpoint_name
-
-MATMUL_NAME = "matmul"
 # ((lhs contracting axes), (rhs contracting axes)); no batch axes.
 Contraction = tuple[tuple[int, ...], tuple[int, ...]]
 
@@ -32,8 +29,7 @@ Contraction = tuple[tuple[int, ...], tuple[int, ...]]
 def matmul(x: jax.Array, w: jax.Array, contraction: Contraction, dtype) -> jax.Array:
     """x·w contracting `contraction`'s axes, computed in `dtype` with a float32 result;
     the other axes of x come first, then those of w (as `jax.lax.dot_general`)."""
-    y = _dot(x.astype(dtype), w.astype(dtype), contraction)
-    return checkpoint_name(y, MATMUL_NAME)
+    return _dot(x.astype(dtype), w.astype(dtype), contraction)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))

@@ -1,5 +1,6 @@
 """`lmscale.models.matmul`: the gradients of plain `dot_general`, with the backward
-matmuls in the compute dtype, and the remat policies still saving the projections."""
+matmuls in the compute dtype; and `layers.remat_policy`, whose dot policies save the
+projections' outputs (the `custom_vjp` hides their dots) in the compute dtype."""
 
 import jax
 import jax.extend
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 
 from lmscale.models import ModelConfig
-from lmscale.models.layers import remat_policy
+from lmscale.models.layers import Projection, remat_policy
 from lmscale.models.matmul import matmul
 
 # (x shape, w shape, contraction): a Dense layer, the attention projections ([d] ->
@@ -70,30 +71,6 @@ def _equations(jaxpr):
             yield from _equations(sub)
 
 
-@pytest.mark.parametrize("policy", ["dots", "dots_no_batch"])
-def test_dot_remat_policies_save_the_matmuls(policy):
-    """The projections' dots sit in a custom_vjp; the dot policies must still save their
-    outputs (recomputing only the cheap elementwise work), not recompute every matmul."""
-    x = jnp.ones((4, 8))
-    w1, w2 = jnp.ones((8, 16)), jnp.ones((16, 8))
-
-    def block(x, w1, w2):
-        h = jnp.tanh(matmul(x, w1, ((1,), (0,)), jnp.bfloat16))
-        return matmul(h, w2, ((1,), (0,)), jnp.bfloat16)
-
-    step = jax.checkpoint(block, policy=remat_policy(policy))
-    grad = jax.grad(lambda *a: jnp.sum(step(*a)), argnums=(1, 2))
-    dots = [e for e in _equations(jax.make_jaxpr(grad)(x, w1, w2).jaxpr)
-            if e.primitive.name == "dot_general"]
-    # Two forward matmuls and four backward ones; recomputing would add the first again.
-    assert len(dots) == 6
-    full = jax.checkpoint(block, policy=remat_policy("full"))
-    full_grad = jax.grad(lambda *a: jnp.sum(full(*a)), argnums=(1, 2))
-    full_dots = [e for e in _equations(jax.make_jaxpr(full_grad)(x, w1, w2).jaxpr)
-                 if e.primitive.name == "dot_general"]
-    assert len(full_dots) == 7
-
-
 def test_gpt_bfloat16_train_gradients_use_bfloat16_matmuls():
     from lmscale.models import GPT
 
@@ -113,3 +90,43 @@ def test_gpt_bfloat16_train_gradients_use_bfloat16_matmuls():
     assert dots
     float32_dots = [e for e in dots if any(v.aval.dtype == jnp.float32 for v in e.invars)]
     assert not float32_dots, f"{len(float32_dots)} of {len(dots)} matmuls take float32"
+
+
+UP = Projection((16,), ("embed", "mlp"), jnp.bfloat16)
+DOWN = Projection((8,), ("mlp", "embed"), jnp.bfloat16)
+
+
+def _projection_block(x, up, down):
+    return DOWN.apply(down, jnp.tanh(UP.apply(up, x)))
+
+
+def _dots(policy_name, x, up, down):
+    step = jax.checkpoint(_projection_block, policy=remat_policy(policy_name))
+    grad = jax.grad(lambda *a: jnp.sum(step(*a).astype(jnp.float32)), argnums=(1, 2))
+    return [e for e in _equations(jax.make_jaxpr(grad)(x, up, down).jaxpr)
+            if e.primitive.name == "dot_general"]
+
+
+def _inputs():
+    x = jnp.ones((4, 8), jnp.bfloat16)
+    return x, UP.init(jax.random.key(0), x), DOWN.init(jax.random.key(1), jnp.ones((4, 16)))
+
+
+@pytest.mark.parametrize("policy", ["dots", "dots_no_batch"])
+def test_dot_policies_save_the_projections_instead_of_recomputing_them(policy):
+    x, up, down = _inputs()
+    # Two forward matmuls and four backward ones; recomputing would add the first again.
+    assert len(_dots(policy, x, up, down)) == 6
+    assert len(_dots("full", x, up, down)) == 7
+
+
+@pytest.mark.parametrize("policy", ["dots", "dots_no_batch"])
+def test_saved_projection_outputs_keep_the_compute_dtype(policy, capsys):
+    """Under bf16 compute the saved activation is bf16, not the float32 matmul result:
+    half the bytes per saved projection."""
+    x, up, down = _inputs()
+    step = jax.checkpoint(_projection_block, policy=remat_policy(policy))
+    jax.ad_checkpoint.print_saved_residuals(step, x, up, down)  # "<aval> <source>" lines
+    saved = [line.split()[0] for line in capsys.readouterr().out.splitlines()
+             if line and "from the argument" not in line]
+    assert saved == ["bf16[4,16]"]
