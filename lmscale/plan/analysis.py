@@ -130,10 +130,14 @@ class HloModule:
     direction=LT`, what `lax.scan` and the partitioner's windowed matmuls compile to); a
     computation's multiplicity is the product of the trip counts of the loops around it.
     A collective moves the larger of its operands and its results (the gathered buffer of
-    an all-gather, the buffer before a reduce-scatter).
+    an all-gather, the buffer before a reduce-scatter). libtpu may split one asynchronous
+    collective into a start, continuations spread over a loop's iterations (to overlap it
+    with the layers) and a done, each printed with the whole collective inside: only the
+    start, whose `async_collective_fusion_config` has flag_start -1, is counted.
     """
 
     _HEADER = re.compile(r"^(ENTRY\s+)?%(?P<name>[\w.\-]+)\s*\(.*\{\s*$")
+    _CONTINUATION = re.compile(r'"async_collective_fusion_config":\{"flag_start":"(?!-1")')
     _INSTRUCTION = re.compile(
         r"^\s*(ROOT\s+)?%(?P<name>[\w.\-]+)\s*=\s*(?P<type>.*?)\s(?P<op>[a-z][\w\-]*)\((?P<rest>.*)$")
 
@@ -301,7 +305,7 @@ class HloModule:
             for instruction in instructions if times else ():
                 op = instruction.group("op")
                 kind = op.removesuffix("-start")
-                if kind not in totals:
+                if kind not in totals or self._CONTINUATION.search(instruction.group("rest")):
                     continue
                 result = _array_bytes(instruction.group("type"))
                 operands = sum(_array_bytes(self.types.get(o, ""))

@@ -92,8 +92,9 @@ def test_gpt_bfloat16_train_gradients_use_bfloat16_matmuls():
     assert not float32_dots, f"{len(float32_dots)} of {len(dots)} matmuls take float32"
 
 
-UP = Projection((16,), ("embed", "mlp"), jnp.bfloat16)
-DOWN = Projection((8,), ("mlp", "embed"), jnp.bfloat16)
+# [..., 8] -> [..., 2 heads, 8] -> [..., 8], as attention's projections are.
+UP = Projection((2, 8), ("embed", "heads", "kv"), jnp.bfloat16)
+DOWN = Projection((8,), ("heads", "kv", "embed"), jnp.bfloat16, contract=2)
 
 
 def _projection_block(x, up, down):
@@ -109,7 +110,7 @@ def _dots(policy_name, x, up, down):
 
 def _inputs():
     x = jnp.ones((4, 8), jnp.bfloat16)
-    return x, UP.init(jax.random.key(0), x), DOWN.init(jax.random.key(1), jnp.ones((4, 16)))
+    return x, UP.init(jax.random.key(0), x), DOWN.init(jax.random.key(1), jnp.ones((4, 2, 8)))
 
 
 @pytest.mark.parametrize("policy", ["dots", "dots_no_batch"])
@@ -121,9 +122,10 @@ def test_dot_policies_save_the_projections_instead_of_recomputing_them(policy):
 
 
 @pytest.mark.parametrize("policy", ["dots", "dots_no_batch"])
-def test_saved_projection_outputs_keep_the_compute_dtype(policy, capsys):
-    """Under bf16 compute the saved activation is bf16, not the float32 matmul result:
-    half the bytes per saved projection."""
+def test_saved_projection_outputs_are_flat_in_the_compute_dtype(policy, capsys):
+    """Under bf16 compute the saved activation is bf16, not the float32 matmul result (half
+    the bytes), and [..., heads x head_dim], not [..., heads, head_dim] (which a TPU
+    kernel's layout pads when head_dim is under 128)."""
     x, up, down = _inputs()
     step = jax.checkpoint(_projection_block, policy=remat_policy(policy))
     jax.ad_checkpoint.print_saved_residuals(step, x, up, down)  # "<aval> <source>" lines

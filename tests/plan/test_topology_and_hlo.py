@@ -71,6 +71,45 @@ ENTRY %main (a: f32[8], g: f32[4096]) -> f32[8] {
 }
 """
 
+# libtpu's decomposed async all-gather (of a tied head's table): a start, a continuation in
+# each iteration of a loop of 12 (overlapping the layers) and a done, each printing the
+# whole collective, with the same channel; only the start moves the table.
+ASYNC_HLO = """
+HloModule step
+
+%cond (p: (s32[], f32[8])) -> pred[] {
+  %p = (s32[]{:T(128)}, f32[8]{0}) parameter(0)
+  %c = s32[]{:T(128)} constant(12)
+  %i = s32[]{:T(128)} get-tuple-element(%p), index=0
+  ROOT %lt = pred[]{:T(512)} compare(%i, %c), direction=LT
+}
+
+%start_piece (param_0: bf16[512,192]) -> bf16[512,768] {
+  %param_0 = bf16[512,192]{0,1:T(8,128)(2,1)} parameter(0)
+  ROOT %all-gather.1 = bf16[512,768] all-gather(%param_0), channel_id=137, backend_config=START
+}
+
+%continuation (param_0.1: bf16[512,192]) -> bf16[512,768] {
+  %param_0.1 = bf16[512,192]{0,1:T(8,128)(2,1)} parameter(0)
+  ROOT %all-gather.2 = bf16[512,768] all-gather(%param_0.1), channel_id=137, backend_config=LATER
+}
+
+%body (p.1: (s32[], f32[8])) -> (s32[], f32[8]) {
+  %p.1 = (s32[]{:T(128)}, f32[8]{0}) parameter(0)
+  %t0 = bf16[512,192]{0,1:T(8,128)(2,1)} constant({...})
+  %piece = bf16[512,768]{0,1:T(8,128)(2,1)} fusion(%t0), kind=kOutput, calls=%continuation
+  ROOT %t = (s32[]{:T(128)}, f32[8]{0}) tuple(%i.2, %x)
+}
+
+ENTRY %main (a: bf16[512,192]) -> bf16[512,768] {
+  %a = bf16[512,192]{0,1:T(8,128)(2,1)} parameter(0)
+  %start = bf16[512,768]{0,1:T(8,128)(2,1)} fusion(%a), kind=kCustom, calls=%start_piece
+  %w = (s32[]{:T(128)}, f32[8]{0}) while(%init), condition=%cond, body=%body
+  ROOT %done = bf16[512,768]{0,1:T(8,128)(2,1)} fusion(%a), kind=kCustom, calls=%continuation
+}
+""".replace("START", '{"async_collective_fusion_config":{"flag_start":"-1"}}'
+            ).replace("LATER", '{"async_collective_fusion_config":{"flag_start":"2"}}')
+
 
 def test_collectives_are_counted_as_often_as_their_loop_runs():
     totals = HloModule(HLO).collective_bytes()
@@ -78,6 +117,10 @@ def test_collectives_are_counted_as_often_as_their_loop_runs():
     assert totals["all-reduce"] == 1024 * 4
     assert totals["reduce-scatter"] == 4096 * 4  # the buffer before scattering
     assert totals["all-to-all"] == 0
+
+
+def test_a_decomposed_async_collective_counts_once():
+    assert HloModule(ASYNC_HLO).collective_bytes()["all-gather"] == 512 * 768 * 2
 
 
 def test_compiler_out_of_memory_messages_give_both_sizes():
