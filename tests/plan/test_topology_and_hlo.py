@@ -41,18 +41,21 @@ def test_grids_are_balanced_powers_of_two():
     assert balanced_grid(128, 3) == (4, 4, 8)
 
 
-# A compiled-HLO excerpt in the form XLA prints: an all-gather in a loop of 12, an async
-# all-reduce outside it, a reduce-scatter whose operand is the larger buffer.
-HLO = """
-HloModule step
-
+# The condition of a loop of 12, as XLA prints it.
+LOOP_OF_12 = """
 %cond (p: (s32[], f32[8])) -> pred[] {
   %p = (s32[]{:T(128)}, f32[8]{0}) parameter(0)
   %c = s32[]{:T(128)} constant(12)
   %i = s32[]{:T(128)} get-tuple-element(%p), index=0
   ROOT %lt = pred[]{:T(512)} compare(%i, %c), direction=LT
 }
+"""
 
+# A compiled-HLO excerpt in the form XLA prints: an all-gather in a loop of 12, an async
+# all-reduce outside it, a reduce-scatter whose operand is the larger buffer.
+HLO = """
+HloModule step
+""" + LOOP_OF_12 + """
 %body (p.1: (s32[], f32[8])) -> (s32[], f32[8]) {
   %p.1 = (s32[]{:T(128)}, f32[8]{0}) parameter(0)
   %x = f32[8]{0} get-tuple-element(%p.1), index=1
@@ -76,14 +79,7 @@ ENTRY %main (a: f32[8], g: f32[4096]) -> f32[8] {
 # whole collective, with the same channel; only the start moves the table.
 ASYNC_HLO = """
 HloModule step
-
-%cond (p: (s32[], f32[8])) -> pred[] {
-  %p = (s32[]{:T(128)}, f32[8]{0}) parameter(0)
-  %c = s32[]{:T(128)} constant(12)
-  %i = s32[]{:T(128)} get-tuple-element(%p), index=0
-  ROOT %lt = pred[]{:T(512)} compare(%i, %c), direction=LT
-}
-
+""" + LOOP_OF_12 + """
 %start_piece (param_0: bf16[512,192]) -> bf16[512,768] {
   %param_0 = bf16[512,192]{0,1:T(8,128)(2,1)} parameter(0)
   ROOT %all-gather.1 = bf16[512,768] all-gather(%param_0), channel_id=137, backend_config=START
