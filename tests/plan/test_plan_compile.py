@@ -111,16 +111,27 @@ def test_bert_base_phases_are_planned_separately(capsys):
         assert 0.9 <= ratio <= 1.1, (phase["seq_len"], ratio)
 
 
+# The README table's slices: each recipe's smallest v5e (and v5p) slice that fits.
 @pytest.mark.slow
 @pytest.mark.parametrize("recipe, target", [
-    ("gpt2_small", "v5e-4"), ("gpt2_small", "v5e-16"), ("gpt2_medium", "v5e-16"),
-    ("gpt2_large", "v5e-32"), ("gpt2_xl", "v5p-64"), ("bert_base", "v5e-8"),
-    ("bert_large", "v5e-16"), ("squad_bert_base", "v5e-4")])
+    ("gpt2_small", "v5e-4"), ("gpt2_small", "v5e-16"), ("gpt2_medium", "v5e-8"),
+    ("gpt2_large", "v5e-8"), ("gpt2_xl", "v5e-16"), ("gpt2_xl", "v5p-8"),
+    ("gpt2_xl", "v5p-64"), ("bert_base", "v5e-4"), ("bert_large", "v5e-8"),
+    ("squad_bert_base", "v5e-4")])
 def test_every_full_recipe_fits_its_smallest_planned_slice(capsys, recipe, target):
     code, result, err = plan(capsys, "--config", config(recipe), "--target", target, "--json")
     assert code == 0, err
     assert result["fits"] is True
     assert_flops_agree(result)
+
+
+# ... and the next smaller v5e slice, which the README says each refuses.
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe, target", [
+    ("gpt2_medium", "v5e-4"), ("gpt2_large", "v5e-4"), ("gpt2_xl", "v5e-8")])
+def test_the_next_smaller_slice_does_not_fit(capsys, recipe, target):
+    code, _, err = plan(capsys, "--config", config(recipe), "--target", target, "--no-eval")
+    assert code == 2 and "does not fit" in err
 
 
 def test_two_slices_put_the_data_axis_across_them(capsys):
