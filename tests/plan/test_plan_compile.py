@@ -128,7 +128,8 @@ def test_every_full_recipe_fits_its_smallest_planned_slice(capsys, recipe, targe
 # ... and the next smaller v5e slice, which the README says each refuses.
 @pytest.mark.slow
 @pytest.mark.parametrize("recipe, target", [
-    ("gpt2_medium", "v5e-4"), ("gpt2_large", "v5e-4"), ("gpt2_xl", "v5e-8")])
+    ("gpt2_medium", "v5e-4"), ("gpt2_large", "v5e-4"), ("gpt2_xl", "v5e-8"),
+    ("bert_large", "v5e-4")])
 def test_the_next_smaller_slice_does_not_fit(capsys, recipe, target):
     code, _, err = plan(capsys, "--config", config(recipe), "--target", target, "--no-eval")
     assert code == 2 and "does not fit" in err
