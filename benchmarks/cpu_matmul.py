@@ -1,6 +1,7 @@
 """The matmuls of a GPT-2 small / BERT-Base train step at batch 4 x 128 tokens, alone:
 XLA's CPU backend (what lmscale and HF Flax run on) against PyTorch's (oneDNN), float32
-and bf16 inputs with float32 accumulation, each in its own process.
+and bf16 inputs with float32 accumulation, each in its own process. XLA writes a float32
+result, as lmscale's matmuls do; PyTorch's bf16 matmul writes bf16.
 
     python benchmarks/cpu_matmul.py            # needs torch: pip install -e '.[peers]'
 
