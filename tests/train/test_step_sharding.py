@@ -1,6 +1,8 @@
 """One tiny model and batch give the same loss and gradients on every mesh shape, and
 parameters are really split as the logical-axis rules say."""
 
+import re
+
 import flax.linen as nn
 import jax
 import numpy as np
@@ -14,7 +16,7 @@ from lmscale.train.bench import synthetic_batch
 from lmscale.train.loop import evaluate
 from lmscale.train.objectives import BertPretrainingObjective, CausalLMObjective
 from lmscale.train.optimizer import OptimizerConfig, make_optimizer, make_schedule
-from lmscale.train.step import build_sharded_step
+from lmscale.train.step import build_sharded_step, make_train_step, updates_by_branch
 
 MESHES = [(1, 1, 1), (8, 1, 1), (2, 2, 2), (1, 2, 4)]
 
@@ -116,21 +118,49 @@ def test_gradient_accumulation_equals_the_full_batch_step():
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
-def test_non_finite_loss_keeps_the_last_good_state():
+def adamw_step(obj, batch, branch_on_finite):
+    """The GPT train step with AdamW on one device, keeping its last good state by a
+    conditional or by a select, and a first state."""
+    opt_cfg = OptimizerConfig(1e-2, 0, "constant")
+    sharded = build_sharded_step(obj, make_optimizer(opt_cfg, 10), make_schedule(opt_cfg, 10),
+                                 mesh_of((1, 1, 1)), batch)
+    step = make_train_step(obj, make_optimizer(opt_cfg, 10), make_schedule(opt_cfg, 10), 1, 0,
+                           branch_on_finite=branch_on_finite)
+    return jax.jit(step, donate_argnums=0), sharded.init(jax.random.key(0))
+
+
+@pytest.mark.parametrize("branch_on_finite", [True, False], ids=["branch", "select"])
+def test_non_finite_loss_keeps_the_last_good_state(branch_on_finite):
     cfg = tiny("gpt")
     obj = objective(cfg)
     batch = synthetic_batch(cfg, 8, 16, 3)
-    opt_cfg = OptimizerConfig(1e-2, 0, "constant")
-    step = build_sharded_step(obj, make_optimizer(opt_cfg, 10), make_schedule(opt_cfg, 10),
-                              mesh_of((8, 1, 1)), batch)
-    state = step.init(jax.random.key(0))
-    before = jax.device_get(state.params)
+    train, state = adamw_step(obj, batch, branch_on_finite)
+    before = jax.device_get(state)
     bad = dict(batch, loss_mask=np.full_like(batch["loss_mask"], np.nan))
-    state, metrics = step.train(state, step.global_batch(bad))
+    state, metrics = train(state, bad)
     assert not bool(metrics["finite"])
     assert int(state.step) == 0
-    for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(jax.device_get(state.params))):
+    for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(jax.device_get(state))):
         np.testing.assert_array_equal(a, b)
+    state, metrics = train(state, batch)  # and a good batch still trains
+    assert bool(metrics["finite"]) and int(state.step) == 1
+
+
+def test_cpu_steps_branch_and_copy_no_adam_moments():
+    """Why the CPU step keeps its last good state by a conditional (`updates_by_branch`):
+    under a select, XLA:CPU copies Adam's moments whole before updating them in place."""
+    cfg = tiny("gpt")
+    obj = objective(cfg)
+    batch = synthetic_batch(cfg, 8, 16, 3)
+    assert updates_by_branch(mesh_of((1, 1, 1)))
+
+    def moment_copies(branch_on_finite):
+        train, state = adamw_step(obj, batch, branch_on_finite)
+        text = train.lower(state, batch).compile().as_text()
+        return len(re.findall(r"= f32\[[\d,]*\]\S* copy\(%\S*_(?:mu|nu)_", text))
+
+    assert moment_copies(branch_on_finite=True) == 0
+    assert moment_copies(branch_on_finite=False) > 0
 
 
 @pytest.mark.parametrize("family", ["gpt", "bert"])
