@@ -35,6 +35,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -226,19 +227,46 @@ def run_all(args: argparse.Namespace) -> tuple[list[Shape], list[dict]]:
         pythons["hf-flax"] = flax_peer_python(args.peer_venv, not args.no_create_venv)
     shapes = [shape_for(key, args) for key in args.shapes]
     runs = []
-    for shape in shapes:
-        for dtype in args.dtypes:
-            for impl in args.impls:
-                python, why = pythons[impl]
-                if python is None:
-                    runs.append({"impl": impl, "shape": shape.key, "dtype": dtype,
-                                 "status": "skipped", "error": why})
-                    continue
-                _log(f"{shape.title}, {dtype}, {IMPLS[impl][1]} ...")
-                row = run_worker(python, impl, shape, dtype, args)
-                runs.append(row)
-                _log(f"  {_describe(row)}")
+    for round_ in range(args.rounds):  # rounds outermost: every cell is timed once a round
+        for shape in shapes:
+            for dtype in args.dtypes:
+                for impl in args.impls:
+                    python, why = pythons[impl]
+                    if python is None:
+                        runs.append({"impl": impl, "shape": shape.key, "dtype": dtype,
+                                     "round": round_, "status": "skipped", "error": why})
+                        continue
+                    _log(f"round {round_ + 1}/{args.rounds}: {shape.title}, {dtype}, "
+                         f"{IMPLS[impl][1]} ...")
+                    row = run_worker(python, impl, shape, dtype, args) | {"round": round_}
+                    runs.append(row)
+                    _log(f"  {_describe(row)}")
     return shapes, runs
+
+
+def merge_rounds(runs: list[dict]) -> list[dict]:
+    """One run per implementation, shape and dtype: the median over the rounds that
+    measured it of each round's seconds per step (`round_step_seconds` keeps them all),
+    the largest share of the CPU others took, or the first round's failure if none did."""
+    cells: dict[tuple, list[dict]] = {}
+    for run in runs:
+        cells.setdefault((run["impl"], run["shape"], run["dtype"]), []).append(run)
+    merged = []
+    for rounds in cells.values():
+        ok = [r for r in rounds if r["status"] == "ok"]
+        if not ok:
+            merged.append(rounds[0])
+            continue
+        seconds = statistics.median(r["step_seconds"] for r in ok)
+        first = ok[0]
+        merged.append(first | {
+            "step_seconds": seconds,
+            "tokens_per_sec": first["tokens_per_sec"] * first["step_seconds"] / seconds,
+            "executed_gflops_per_sec": first["executed_gflop_per_step"] / seconds,
+            "compile_seconds": statistics.median(r["compile_seconds"] for r in ok),
+            "others_cpu_share": max(r["others_cpu_share"] for r in ok),
+            "round_step_seconds": [r["step_seconds"] for r in ok]})
+    return merged
 
 
 def _describe(row: dict) -> str:
@@ -281,6 +309,8 @@ def table_rows(shapes: list[Shape], dtypes: list[str], runs: list[dict]) -> list
                 "shape": shape.title, "shape_key": shape.key, "dtype": dtype,
                 "batch": shape.batch, "seq": shape.seq, "predictions": shape.predictions,
                 "step_seconds": {i: r["step_seconds"] for i, r in here.items()},
+                "round_step_seconds": {i: r.get("round_step_seconds", [])
+                                       for i, r in here.items()},
                 "tokens_per_sec": {i: r["tokens_per_sec"] for i, r in here.items()},
                 "compile_seconds": {i: r["compile_seconds"] for i, r in here.items()},
                 "others_cpu_share": {i: r["others_cpu_share"] for i, r in here.items()},
@@ -292,7 +322,10 @@ def table_rows(shapes: list[Shape], dtypes: list[str], runs: list[dict]) -> list
 
 def _seconds(row: dict, impl: str, runs: list[dict]) -> str:
     if impl in row["step_seconds"]:
-        return f"{row['step_seconds'][impl]:.3f} ({row['tokens_per_sec'][impl]:,.0f} tok/s)"
+        spread = row["round_step_seconds"].get(impl, [])
+        rounds = f"; {min(spread):.2f}-{max(spread):.2f}" if len(spread) > 1 else ""
+        return (f"{row['step_seconds'][impl]:.3f} ({row['tokens_per_sec'][impl]:,.0f} "
+                f"tok/s{rounds})")
     missing = [r for r in runs if r["impl"] == impl and r["shape"] == row["shape_key"]
                and r["dtype"] == row["dtype"]]
     return missing[0]["status"] if missing else "-"
@@ -338,7 +371,12 @@ def report(shapes: list[Shape], rows: list[dict], runs: list[dict], impls: list[
         lines += ["", f"CONTAMINATED: other processes took up to {worst:.0%} of the CPU while "
                   f"steps were timed; these times and ratios do not measure the "
                   f"implementations. Rerun on an idle machine."]
-    lines += ["", "s/step: median of the timed steps (tokens/s in brackets). vs X: X's "
+    rounds = max((len(r.get("round_step_seconds", [])) for r in runs), default=1)
+    per_round = (f" over {rounds} rounds that interleave the implementations (a machine "
+                 f"that slows down slows all of them alike): the median round, and after "
+                 f"the tokens/s the fastest and slowest" if rounds > 1 else "")
+    lines += ["", f"s/step: median of the timed steps{per_round} (tokens/s in brackets). "
+              "vs X: X's "
               "s/step / lmscale's (above 1: lmscale faster). Compile: the first step "
               "(PyTorch: its first, eager step). Others' CPU: the largest share of the "
               "machine's CPU that other processes took while any of the row's steps were "
@@ -390,6 +428,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=2,
                         help="untimed steps, the first of which compiles")
     parser.add_argument("--clip-norm", type=float, default=1.0)
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="time every implementation, shape and dtype this many times, "
+                             "round-robin, and report the median round")
     parser.add_argument("--timeout", type=int, default=3600, help="seconds per worker")
     parser.add_argument("--peer-venv", default=DEFAULT_PEER_VENV,
                         help="the Flax peer's virtual environment (built on first use)")
@@ -403,6 +444,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         unknown = sorted(set(chosen) - set(valid))
         if unknown or not chosen:
             parser.error(f"--{name} {','.join(chosen)}: choose from {','.join(valid)}")
+    if args.rounds < 1:
+        parser.error("--rounds must be >= 1")
     if "lmscale" not in args.impls:
         parser.error("--impls must include lmscale (the speed-ups are relative to it)")
     return args
@@ -419,7 +462,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     before = [round(x, 2) for x in os.getloadavg()]
     revision, start = lmscale_revision(), time.time()
-    shapes, runs = run_all(args)
+    shapes, round_runs = run_all(args)
+    runs = merge_rounds(round_runs)
     context = {"cpu_count": os.cpu_count(), "lmscale_revision": revision,
                "load_average_before": before,
                "load_average_after": [round(x, 2) for x in os.getloadavg()],
@@ -432,7 +476,8 @@ def main(argv=None) -> int:
             f.write(text + "\n")
     if args.out:
         with open(args.out, "w", encoding="utf-8") as f:
-            json.dump(context | {"notes": NOTES, "rows": rows, "runs": runs}, f, indent=2)
+            json.dump(context | {"notes": NOTES, "rows": rows, "runs": runs,
+                                 "round_runs": round_runs}, f, indent=2)
     return 0 if any(r["status"] == "ok" for r in runs if r["impl"] == "lmscale") else 1
 
 

@@ -103,3 +103,29 @@ def test_quick_run_measures_each_installed_peer(quick_run, peer):
     assert row["speedup_same_dtype"][peer] == pytest.approx(
         run["step_seconds"] / row["step_seconds"]["lmscale"])
     assert f"vs {side.IMPLS[peer][1]}" in text
+
+
+def test_rounds_merge_into_the_median_round_and_show_their_spread():
+    args = side.parse_args(["--shapes", "bert", "--dtypes", "bfloat16", "--rounds", "3"])
+    shapes = [side.shape_for("bert", args)]
+    rounds = [_run("lmscale", "bfloat16", s) | {"round": i} for i, s in enumerate((1.0, 3.0, 2.0))]
+    rounds += [_run("hf-torch", "bfloat16", s) | {"round": i} for i, s in enumerate((2.0, 6.0))]
+    rounds += [{"impl": "hf-torch", "shape": "bert", "dtype": "bfloat16", "round": 2,
+                "status": "failed", "error": "boom"},
+               {"impl": "hf-flax", "shape": "bert", "dtype": "bfloat16", "round": 0,
+                "status": "failed", "error": "no venv"}]
+    runs = side.merge_rounds(rounds)
+    by_impl = {r["impl"]: r for r in runs}
+    assert by_impl["lmscale"]["step_seconds"] == 2.0
+    assert by_impl["lmscale"]["round_step_seconds"] == [1.0, 3.0, 2.0]
+    assert by_impl["lmscale"]["tokens_per_sec"] == pytest.approx(256)
+    assert by_impl["hf-torch"]["step_seconds"] == 4.0  # the failed round is left out
+    assert by_impl["hf-flax"]["status"] == "failed"
+    [row] = side.table_rows(shapes, ["bfloat16"], runs)
+    assert row["speedup_same_dtype"] == {"hf-torch": 2.0}
+    line = side.format_table([row], runs, list(side.IMPLS)).splitlines()[2]
+    assert "| 2.000 (256 tok/s; 1.00-3.00) |" in line
+    text = side.report(shapes, [row], runs, list(side.IMPLS),
+                       {"cpu_count": 2, "lmscale_revision": "x", "load_average_before": [0],
+                        "load_average_after": [0]})
+    assert "over 3 rounds" in text
