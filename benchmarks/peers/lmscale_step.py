@@ -30,7 +30,7 @@ def bench_config(args):
     (configs/gpt2_*.py, bert_*.py) rematerialisation policy (`dots_no_batch` saves the
     projections' outputs and recomputes the elementwise work), and the layers unrolled
     (`model.scan_layers=False`), as the peers' are. A layer scan compiles once per layer
-    stack, but on XLA's CPU backend it costs 5-15% of the step here: the gradients of the
+    stack, but on XLA's CPU backend it costs 2-20% of the step here: the gradients of the
     stacked parameters are zero-filled and written back a layer at a time."""
     config = pretrain_config(
         PRESET_OF_FAMILY[args.family], compute_dtype=args.dtype, dropout=0.0,
