@@ -247,7 +247,8 @@ def run_all(args: argparse.Namespace) -> tuple[list[Shape], list[dict]]:
 def merge_rounds(runs: list[dict]) -> list[dict]:
     """One run per implementation, shape and dtype: the median over the rounds that
     measured it of each round's seconds per step (`round_step_seconds` keeps them all),
-    the largest share of the CPU others took, or the first round's failure if none did."""
+    the fastest and slowest single step of any round, the largest share of the CPU others
+    took, or the first round's failure if none did."""
     cells: dict[tuple, list[dict]] = {}
     for run in runs:
         cells.setdefault((run["impl"], run["shape"], run["dtype"]), []).append(run)
@@ -258,9 +259,11 @@ def merge_rounds(runs: list[dict]) -> list[dict]:
             merged.append(rounds[0])
             continue
         seconds = statistics.median(r["step_seconds"] for r in ok)
-        first = ok[0]
+        first = {k: v for k, v in ok[0].items() if k != "round"}
         merged.append(first | {
             "step_seconds": seconds,
+            "step_seconds_min": min(r["step_seconds_min"] for r in ok),
+            "step_seconds_max": max(r["step_seconds_max"] for r in ok),
             "tokens_per_sec": first["tokens_per_sec"] * first["step_seconds"] / seconds,
             "executed_gflops_per_sec": first["executed_gflop_per_step"] / seconds,
             "compile_seconds": statistics.median(r["compile_seconds"] for r in ok),

@@ -29,9 +29,9 @@ def bench_config(args):
     shape, dtype, batch and clipping overridden, dropout 0, the paper recipes'
     (configs/gpt2_*.py, bert_*.py) rematerialisation policy (`dots_no_batch` saves the
     projections' outputs and recomputes the elementwise work), and the layers unrolled
-    (`model.scan_layers=False`), as the peers' are. A layer scan compiles once per layer
-    stack, but on XLA's CPU backend it costs 2-20% of the step here: the gradients of the
-    stacked parameters are zero-filled and written back a layer at a time."""
+    (`model.scan_layers=False`), as the peers' are: the same program without the loop,
+    whose stacked gradients XLA's CPU backend zero-fills and writes back a layer at a time
+    (a gain of a few percent here, within this host's drift; see the README)."""
     config = pretrain_config(
         PRESET_OF_FAMILY[args.family], compute_dtype=args.dtype, dropout=0.0,
         remat_policy="dots_no_batch", scan_layers=False,

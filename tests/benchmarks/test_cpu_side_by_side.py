@@ -18,6 +18,7 @@ import cpu_side_by_side as side  # noqa: E402
 def _run(impl, dtype, seconds, shape="bert"):
     return {"impl": impl, "shape": shape, "dtype": dtype, "status": "ok",
             "step_seconds": seconds, "tokens_per_sec": 512 / seconds, "compile_seconds": 9.0,
+            "step_seconds_min": 0.9 * seconds, "step_seconds_max": 1.1 * seconds,
             "others_cpu_share": 0.01, "executed_gflop_per_step": 1.0,
             "versions": {"jax": "x"}}
 
@@ -119,6 +120,9 @@ def test_rounds_merge_into_the_median_round_and_show_their_spread():
     assert by_impl["lmscale"]["step_seconds"] == 2.0
     assert by_impl["lmscale"]["round_step_seconds"] == [1.0, 3.0, 2.0]
     assert by_impl["lmscale"]["tokens_per_sec"] == pytest.approx(256)
+    assert (by_impl["lmscale"]["step_seconds_min"], by_impl["lmscale"]["step_seconds_max"]) \
+        == pytest.approx((0.9, 3.3))
+    assert "round" not in by_impl["lmscale"]
     assert by_impl["hf-torch"]["step_seconds"] == 4.0  # the failed round is left out
     assert by_impl["hf-flax"]["status"] == "failed"
     [row] = side.table_rows(shapes, ["bfloat16"], runs)
