@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 from jax.ad_checkpoint import checkpoint_name
 
+from lmscale.models.attention import scaled_scores, softmax_attention
 from lmscale.models.config import ModelConfig
 from lmscale.models.matmul import matmul
 from lmscale.models.splash import splash_attention, splash_supports
@@ -117,7 +118,8 @@ def attention_implementation(cfg: ModelConfig, dtype, mask: jax.Array | None,
                              decode: bool, backend: str | None = None,
                              length: int | None = None) -> str:
     """Which attention a layer computes: "cudnn" (`jax.nn.dot_product_attention`'s fused
-    flash attention), "splash" (the TPU Pallas kernel, `lmscale.models.splash`) or "xla".
+    flash attention), "splash" (the TPU Pallas kernel, `lmscale.models.splash`) or "xla"
+    (`lmscale.models.attention`).
 
     Both kernels take self-attention with no mask or BERT's [batch, 1, 1, length]
     right-padding mask (cuDNN as key lengths, splash as key segment ids), not decoding
@@ -154,8 +156,9 @@ def traced_backend() -> str:
 
 
 class SelfAttention(nn.Module):
-    """Multi-head self-attention through `jax.nn.dot_product_attention` (XLA or cuDNN) or
-    the TPU splash kernel, as `attention_implementation` chooses: splash covers GPT's
+    """Multi-head self-attention through cuDNN's flash attention (`jax.nn.dot_product_
+    attention`), the TPU splash kernel or plain XLA (`lmscale.models.attention`), as
+    `attention_implementation` chooses: splash covers GPT's
     causal attention with no mask and BERT's padding mask, in bf16 or f32, over lengths
     that are multiples of 128; everything else (GPT's padding or packing masks, decoding)
     goes to XLA.
@@ -207,8 +210,7 @@ class SelfAttention(nn.Module):
             y = splash_attention(q, k, v, causal=causal, key_mask=key_mask,
                                  interpret=traced_backend() == "cpu")
         else:
-            y = jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=causal,
-                                             implementation="xla")
+            y = softmax_attention(q, k, v, mask, causal)
         y = constrain(y, ("batch", "length", "act_heads", "kv"))
         return Projection((cfg.d_model,), ("heads", "kv", "embed"), cfg.dtype, contract=2,
                           init_std=self.out_init_std, name="out")(y)
@@ -216,15 +218,7 @@ class SelfAttention(nn.Module):
     def _attention_with_dropout(self, q, k, v, mask: jax.Array | None,
                                 causal: bool) -> jax.Array:
         """softmax(q·kᵀ/√d) with dropout on the probabilities, then ·v ([b, t, h, d])."""
-        scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
-        scores = scores / jnp.sqrt(jnp.float32(q.shape[-1]))
-        visible = jnp.ones(scores.shape[-2:], jnp.bool_)
-        if causal:
-            visible = jnp.tril(visible)
-        if mask is not None:
-            visible = visible & mask
-        scores = jnp.where(visible, scores, jnp.finfo(jnp.float32).min)
-        probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+        probs = jax.nn.softmax(scaled_scores(q, k, mask, causal), axis=-1).astype(v.dtype)
         probs = nn.Dropout(self.config.attention_dropout_rate, deterministic=False)(probs)
         return jnp.einsum("bhqk,bkhd->bqhd", probs, v, preferred_element_type=jnp.float32
                           ).astype(v.dtype)
