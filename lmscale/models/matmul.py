@@ -7,9 +7,12 @@ bf16 operand, which XLA runs as a float32 matmul: two thirds of a train step's m
 FLOPs, at float32 speed (on this repository's CPU host a bf16 matmul with AMX runs 2-3x
 faster than float32; GPUs lose their bf16 tensor-core rate the same way). `matmul` rounds
 the cotangent to the compute dtype first, as PyTorch autocast and bf16 Flax models (whose
-activations are bf16 throughout) do. Each gradient matmul accumulates in float32 and returns
-its operand's dtype, as `dot_general`'s own transpose does; the float32 parameters then
-receive them through the cast's transpose.
+activations are bf16 throughout) do. Each gradient matmul accumulates in float32. The input
+gradient is returned in the input's (compute) dtype, as `dot_general`'s own transpose does;
+the weight gradient in the weight's own dtype, straight from the float32 accumulator: the
+weight is cast to the compute dtype inside the `custom_vjp`, so a float32 parameter's
+gradient is not rounded to bf16 and cast back (PyTorch autocast does round it), which on
+XLA:CPU is two more passes over every weight gradient.
 
 A `custom_vjp` hides its dot from `jax.checkpoint`'s dot policies: the layers that call it
 name their outputs for the remat policy instead (`layers.PROJECTION_NAME`).
@@ -29,21 +32,24 @@ Contraction = tuple[tuple[int, ...], tuple[int, ...]]
 def matmul(x: jax.Array, w: jax.Array, contraction: Contraction, dtype) -> jax.Array:
     """x·w contracting `contraction`'s axes, computed in `dtype` with a float32 result;
     the other axes of x come first, then those of w (as `jax.lax.dot_general`)."""
-    return _dot(x.astype(dtype), w.astype(dtype), contraction)
+    return _dot(x.astype(dtype), w, contraction)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def _dot(x: jax.Array, w: jax.Array, contraction: Contraction) -> jax.Array:
-    return jax.lax.dot_general(x, w, (contraction, ((), ())),
-                               preferred_element_type=jnp.float32)
+    """x·w in x's dtype (w is cast to it), float32 result."""
+    return _dot_forward(x, w, contraction)[0]
 
 
 def _dot_forward(x, w, contraction):
-    return _dot(x, w, contraction), (x, w)
+    w_compute = w.astype(x.dtype)
+    y = jax.lax.dot_general(x, w_compute, (contraction, ((), ())),
+                            preferred_element_type=jnp.float32)
+    return y, (x, w_compute, w)
 
 
 def _dot_backward(contraction, residuals, g):
-    x, w = residuals
+    x, w, w_param = residuals
     g = g.astype(x.dtype)
     x_axes, w_axes = contraction
     x_kept = [a for a in range(x.ndim) if a not in x_axes]
@@ -66,7 +72,7 @@ def _dot_backward(contraction, residuals, g):
                                  preferred_element_type=jnp.float32)
         dw_axes = [w_axes[x_axes.index(a)] for a in sorted(x_axes)] + w_kept
     dw = jnp.transpose(dw, np.argsort(dw_axes))  # the identity is free
-    return dx.astype(x.dtype), dw.astype(w.dtype)
+    return dx.astype(x.dtype), dw.astype(w_param.dtype)
 
 
 _dot.defvjp(_dot_forward, _dot_backward)
