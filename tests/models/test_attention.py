@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from lmscale.models import GPT, BertForPretraining, ModelConfig
+from lmscale.models import attention
 from lmscale.models.attention import softmax_attention
 
 BATCH, LENGTH, HEADS, HEAD_DIM = 3, 8, 2, 4
@@ -58,6 +59,23 @@ def test_float32_output_and_gradients_equal_jax_attention(case):
     for name, g, w in zip("qkv", got[1], want[1]):
         assert g.dtype == jnp.float32, name
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5, err_msg=f"d{name}")
+
+
+def test_causal_attention_by_query_blocks_equals_jax_attention(monkeypatch):
+    """GPT's causal attention over several blocks is computed a block of queries at a time
+    against the keys up to the block's end (here blocks of 4 of the 8 tokens)."""
+    monkeypatch.setattr(attention, "CAUSAL_BLOCK", 4)
+    q, k, v, d_out = _inputs(LENGTH, jnp.float32, seed=2)
+    got = _output_and_grads(softmax_attention, q, k, v, None, True, d_out)
+    want = _output_and_grads(_reference, q, k, v, None, True, d_out)
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-5, atol=1e-6)
+    for name, g, w in zip("qkv", got[1], want[1]):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5, err_msg=f"d{name}")
+    # The blocks' scores: 4 queries by 4 keys, then by 8; 48 of the 64 of each head.
+    scores = [e for e in _equations(jax.make_jaxpr(softmax_attention, static_argnums=(3, 4))(
+        q, k, v, None, True).jaxpr) if e.primitive.name == "dot_general"
+        and e.params["dimension_numbers"][0] == ((3,), (3,))]  # q·kᵀ over head_dim
+    assert [e.outvars[0].aval.shape[2:] for e in scores] == [(4, 4), (4, 8)]
 
 
 def _dots(fn, *args):
