@@ -2,9 +2,9 @@
 
 What `attention_impl="xla"` computes (and every backend falls back to: GPT's padding and
 packing masks, decoding, and every CPU). `jax.nn.dot_product_attention(implementation=
-"xla")` computes the same function, but on XLA's CPU backend it is 2-4x slower than this
-(fwd + bwd of [4, 512, 12, 64] bf16, on this repository's 2-core host): its probs·v matmul
-asks for a bf16 result, which XLA:CPU runs as a float32 matmul after upcasting both
+"xla")` computes the same function, but on XLA's CPU backend it is 2-3.5x slower than
+this (fwd + bwd of [4, 128 or 512, 12, 64] bf16, benchmarks/cpu_attention.py): its probs·v
+matmul asks for a bf16 result, which XLA:CPU runs as a float32 matmul after upcasting both
 operands, and its autodiff backward multiplies float32 cotangents with bf16 operands,
 float32 matmuls again. Here each matmul takes compute-dtype operands and accumulates in
 float32 (as `lmscale.models.matmul` does for the projections), the softmax is float32, and
@@ -107,11 +107,12 @@ def _attention_backward(causal, residuals, d_out):
         d_probs = jnp.einsum("bqhd,bkhd->bhqk", d_out_block, v[:, :keys],
                              preferred_element_type=jnp.float32)
         d_scores = block_probs.astype(jnp.float32) * (d_probs - rows[..., start:end, None])
-        # Hidden scores are constants: no gradient (it is already 0 but for a row that
-        # sees no key, whose uniform probabilities are not 0).
-        visible = visible_keys(end - start, keys, mask, causal, start)
-        if visible is not None:
-            d_scores = jnp.where(visible, d_scores, 0.0)
+        if mask is not None:
+            # Hidden scores are constants: no gradient. It is 0 already (their
+            # probabilities are) but for a row the mask leaves no key, whose uniform
+            # probabilities are not; the causal triangle alone always leaves one.
+            d_scores = jnp.where(visible_keys(end - start, keys, mask, causal, start),
+                                 d_scores, 0.0)
         d_scores = (d_scores * np.float32(1 / np.sqrt(q.shape[-1]))).astype(q.dtype)
         d_q.append(jnp.einsum("bhqk,bkhd->bqhd", d_scores, k[:, :keys],
                               preferred_element_type=jnp.float32))

@@ -32,24 +32,24 @@ Contraction = tuple[tuple[int, ...], tuple[int, ...]]
 def matmul(x: jax.Array, w: jax.Array, contraction: Contraction, dtype) -> jax.Array:
     """x·w contracting `contraction`'s axes, computed in `dtype` with a float32 result;
     the other axes of x come first, then those of w (as `jax.lax.dot_general`)."""
-    return _dot(x.astype(dtype), w, contraction)
+    return _dot(x.astype(dtype), w, contraction, jnp.dtype(w.dtype))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _dot(x: jax.Array, w: jax.Array, contraction: Contraction) -> jax.Array:
-    """x·w in x's dtype (w is cast to it), float32 result."""
-    return _dot_forward(x, w, contraction)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _dot(x: jax.Array, w: jax.Array, contraction: Contraction, w_dtype) -> jax.Array:
+    """x·w in x's dtype (w, of `w_dtype`, is cast to it), float32 result."""
+    return _dot_forward(x, w, contraction, w_dtype)[0]
 
 
-def _dot_forward(x, w, contraction):
-    w_compute = w.astype(x.dtype)
-    y = jax.lax.dot_general(x, w_compute, (contraction, ((), ())),
-                            preferred_element_type=jnp.float32)
-    return y, (x, w_compute, w)
+def _dot_forward(x, w, contraction, w_dtype):
+    del w_dtype  # the backward pass's: the weight gradient's dtype
+    w = w.astype(x.dtype)
+    y = jax.lax.dot_general(x, w, (contraction, ((), ())), preferred_element_type=jnp.float32)
+    return y, (x, w)
 
 
-def _dot_backward(contraction, residuals, g):
-    x, w, w_param = residuals
+def _dot_backward(contraction, w_dtype, residuals, g):
+    x, w = residuals
     g = g.astype(x.dtype)
     x_axes, w_axes = contraction
     x_kept = [a for a in range(x.ndim) if a not in x_axes]
@@ -72,7 +72,7 @@ def _dot_backward(contraction, residuals, g):
                                  preferred_element_type=jnp.float32)
         dw_axes = [w_axes[x_axes.index(a)] for a in sorted(x_axes)] + w_kept
     dw = jnp.transpose(dw, np.argsort(dw_axes))  # the identity is free
-    return dx.astype(x.dtype), dw.astype(w_param.dtype)
+    return dx.astype(x.dtype), dw.astype(w_dtype)
 
 
 _dot.defvjp(_dot_forward, _dot_backward)

@@ -2,7 +2,6 @@
 `jax.nn.dot_product_attention`, with every matmul of both passes in the compute dtype."""
 
 import jax
-import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -10,6 +9,8 @@ import pytest
 from lmscale.models import GPT, BertForPretraining, ModelConfig
 from lmscale.models import attention
 from lmscale.models.attention import softmax_attention
+
+from jaxpr_dots import dot_generals
 
 BATCH, LENGTH, HEADS, HEAD_DIM = 3, 8, 2, 4
 # Real tokens per example; the last example is all padding (an eval batch's filler row),
@@ -72,22 +73,10 @@ def test_causal_attention_by_query_blocks_equals_jax_attention(monkeypatch):
     for name, g, w in zip("qkv", got[1], want[1]):
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5, err_msg=f"d{name}")
     # The blocks' scores: 4 queries by 4 keys, then by 8; 48 of the 64 of each head.
-    scores = [e for e in _equations(jax.make_jaxpr(softmax_attention, static_argnums=(3, 4))(
-        q, k, v, None, True).jaxpr) if e.primitive.name == "dot_general"
-        and e.params["dimension_numbers"][0] == ((3,), (3,))]  # q·kᵀ over head_dim
+    scores = [e for e in dot_generals(softmax_attention, q, k, v, None, True,
+                                      static_argnums=(3, 4))
+              if e.params["dimension_numbers"][0] == ((3,), (3,))]  # q·kᵀ over head_dim
     assert [e.outvars[0].aval.shape[2:] for e in scores] == [(4, 4), (4, 8)]
-
-
-def _dots(fn, *args):
-    return [e for e in _equations(jax.make_jaxpr(fn)(*args).jaxpr)
-            if e.primitive.name == "dot_general"]
-
-
-def _equations(jaxpr):
-    for eqn in jaxpr.eqns:
-        yield eqn
-        for sub in jax.extend.core.jaxprs_in_params(eqn.params):
-            yield from _equations(sub)
 
 
 @pytest.mark.parametrize("case", ["causal", "bert key mask"])
@@ -102,16 +91,18 @@ def test_bfloat16_close_to_float32_with_every_matmul_in_bfloat16(case):
         np.testing.assert_allclose(np.asarray(g, np.float32), w, rtol=0.05,
                                    atol=0.03 * float(jnp.abs(w).max()))
     # Forward: scores and probs·v; backward: dv, dprobs, dq and dk.
-    dots = _dots(lambda *a: _output_and_grads(softmax_attention, *a, mask, causal, d_out),
-                 *low)
+    dots = dot_generals(lambda *a: _output_and_grads(softmax_attention, *a, mask, causal, d_out),
+                        *low)
     assert len(dots) == 6
     assert all(v.aval.dtype == jnp.bfloat16 for e in dots for v in e.invars)
 
 
 @pytest.mark.parametrize("family", ["gpt", "bert"])
-def test_bfloat16_model_gradients_take_no_float32_matmul(family):
+def test_bfloat16_model_gradients_take_no_float32_matmul(family, monkeypatch):
     """Projections (`matmul`) and attention alike: a float32 operand would send the matmul
-    to XLA:CPU's float32 path, 2-3x slower than bf16's."""
+    to XLA:CPU's float32 path, 2-3x slower than bf16's. GPT's attention goes by query
+    blocks, as in pretraining at 256 tokens and more (here blocks of 4 of the 8 tokens)."""
+    monkeypatch.setattr(attention, "CAUSAL_BLOCK", 4)
     cfg = ModelConfig(family=family, vocab_size=64, d_model=16, num_heads=2, num_layers=2,
                       d_ff=32, max_len=8, compute_dtype="bfloat16", dropout=0.0)
     ids = jnp.zeros((2, 8), jnp.int32)
@@ -126,7 +117,7 @@ def test_bfloat16_model_gradients_take_no_float32_matmul(family):
         out = model.apply(params, *args)
         return sum(jnp.mean(x) for x in jax.tree.leaves(out))
 
-    dots = _dots(jax.grad(loss), params)
+    dots = dot_generals(jax.grad(loss), params)
     float32 = [e for e in dots if any(v.aval.dtype == jnp.float32 for v in e.invars)
                and all(v.aval.ndim >= 2 for v in e.invars)]
     assert len(dots) > 20

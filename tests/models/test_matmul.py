@@ -3,14 +3,14 @@ matmuls in the compute dtype; and `layers.remat_policy`, whose dot policies save
 projections' outputs (the `custom_vjp` hides their dots) in the compute dtype."""
 
 import jax
-import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lmscale.models import ModelConfig
 from lmscale.models.layers import Projection, remat_policy
 from lmscale.models.matmul import matmul
+
+from jaxpr_dots import dot_generals
 
 # (x shape, w shape, contraction): a Dense layer, the attention projections ([d] ->
 # [heads, head_dim] and back, contracting two axes) and the tied head against [vocab, d].
@@ -58,38 +58,9 @@ def test_bfloat16_gradients_close_and_every_matmul_in_bfloat16(x_shape, w_shape,
         assert got.dtype == jnp.float32
         np.testing.assert_allclose(got, want, rtol=0.05, atol=0.05 * float(jnp.abs(want).max()))
     # Plain dot_general's transpose multiplies the float32 cotangent: float32 matmuls.
-    jaxpr = jax.make_jaxpr(jax.grad(loss, (0, 1)))(x, w)
-    dots = [e for e in _equations(jaxpr.jaxpr) if e.primitive.name == "dot_general"]
+    dots = dot_generals(jax.grad(loss, (0, 1)), x, w)
     assert len(dots) == 3
     assert all(v.aval.dtype == jnp.bfloat16 for e in dots for v in e.invars)
-
-
-def _equations(jaxpr):
-    for eqn in jaxpr.eqns:
-        yield eqn
-        for sub in jax.extend.core.jaxprs_in_params(eqn.params):
-            yield from _equations(sub)
-
-
-def test_gpt_bfloat16_train_gradients_use_bfloat16_matmuls():
-    from lmscale.models import GPT
-
-    cfg = ModelConfig(family="gpt", vocab_size=64, d_model=16, num_heads=2, num_layers=2,
-                      d_ff=32, max_len=8, compute_dtype="bfloat16", dropout=0.0)
-    model = GPT(cfg)
-    ids = jnp.zeros((2, 8), jnp.int32)
-    params = model.init(jax.random.key(0), ids)
-
-    def loss(params):
-        return jnp.mean(model.apply(params, ids))
-
-    jaxpr = jax.make_jaxpr(jax.grad(loss))(params)
-    dots = [e for e in _equations(jaxpr.jaxpr) if e.primitive.name == "dot_general"
-            and all(len(v.aval.shape) >= 2 for v in e.invars)
-            and not e.params["dimension_numbers"][1][0]]  # projections: no batch axes
-    assert dots
-    float32_dots = [e for e in dots if any(v.aval.dtype == jnp.float32 for v in e.invars)]
-    assert not float32_dots, f"{len(float32_dots)} of {len(dots)} matmuls take float32"
 
 
 # [..., 8] -> [..., 2 heads, 8] -> [..., 8], as attention's projections are.
@@ -104,8 +75,7 @@ def _projection_block(x, up, down):
 def _dots(policy_name, x, up, down):
     step = jax.checkpoint(_projection_block, policy=remat_policy(policy_name))
     grad = jax.grad(lambda *a: jnp.sum(step(*a).astype(jnp.float32)), argnums=(1, 2))
-    return [e for e in _equations(jax.make_jaxpr(grad)(x, up, down).jaxpr)
-            if e.primitive.name == "dot_general"]
+    return dot_generals(grad, x, up, down)
 
 
 def _inputs():
