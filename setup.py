@@ -57,5 +57,5 @@ setup(
         # (benchmarks/peers/requirements-flax.txt).
         "peers": ["torch==2.13.0", "transformers==5.24.0"],
     },
-    entry_points={"console_scripts": ["lmscale=lmscale.cli:main"]},
+    entry_points={"console_scripts": ["lmscale=lmscale.cli:entry_point"]},
 )

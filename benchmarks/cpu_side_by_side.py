@@ -22,6 +22,11 @@ median of --steps steps after --warmup):
 All three: AdamW, gradient clipping at 1.0 (lmscale's recipe and HF Trainer's default),
 dropout 0, float32 parameters; bfloat16 = bf16 compute (Flax `dtype`, torch autocast).
 
+lmscale's processes keep freed memory for reuse, as the `lmscale` command does
+(`lmscale.host_memory`: XLA allocates a step's temporaries afresh on every run, and glibc
+would map them anew each time). The peers run with glibc's defaults, as their users run
+them; `--peers-keep-freed-memory` gives them the same settings (GLIBC_TUNABLES).
+
 A speed-up is peer s/step / lmscale s/step (above 1: lmscale is faster); "best dtypes"
 compares each implementation at its own fastest dtype. "Others' CPU" is the share of the
 machine's CPU time that other processes took while the steps were timed: above ~5% the
@@ -45,6 +50,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 PEERS = os.path.join(HERE, "peers")
 sys.path.insert(0, PEERS)
 from step_timing import DTYPES, default_predictions  # noqa: E402
+
+from lmscale.host_memory import GLIBC_TUNABLES  # noqa: E402
 
 FLAX_REQUIREMENTS = os.path.join(PEERS, "requirements-flax.txt")
 DEFAULT_PEER_VENV = os.path.join(os.path.expanduser("~"), ".cache", "lmscale", "peer-flax")
@@ -198,11 +205,15 @@ def run_worker(python: str, impl: str, shape: Shape, dtype: str,
     env.setdefault("JAX_PLATFORMS", "cpu")
     if impl == "hf-flax":  # transformers 4.x would otherwise import the installed torch
         env |= {"USE_TORCH": "0", "USE_TF": "0", "USE_FLAX": "1"}
+    if impl != "lmscale" and args.peers_keep_freed_memory:
+        env["GLIBC_TUNABLES"] = GLIBC_TUNABLES
     command = [python, os.path.join(PEERS, IMPLS[impl][0]), *shape.worker_flags(),
                "--dtype", dtype, "--steps", str(args.steps), "--warmup", str(args.warmup),
                "--clip-norm", str(args.clip_norm)]
     base = {"impl": impl, "shape": shape.key, "dtype": dtype,
-            "load_average_1m_before": round(os.getloadavg()[0], 2)}
+            "load_average_1m_before": round(os.getloadavg()[0], 2),
+            "malloc": "keep freed" if impl == "lmscale" or args.peers_keep_freed_memory
+            else "glibc default"}
     try:
         done = subprocess.run(command, capture_output=True, text=True, env=env,
                               timeout=args.timeout)
@@ -385,6 +396,14 @@ def report(shapes: list[Shape], rows: list[dict], runs: list[dict], impls: list[
               "machine's CPU that other processes took while any of the row's steps were "
               f"timed; above {CONTAMINATED:.0%} the ratios are not trustworthy."]
     lines += [f"- {note}" for note in NOTES]
+    malloc = {}
+    for r in runs:
+        malloc.setdefault(r.get("malloc", "glibc default"), set()).add(IMPLS[r["impl"]][1])
+    lines.append("- malloc: " + "; ".join(f"{setting} (lmscale.host_memory) for "
+                                          f"{', '.join(sorted(names))}"
+                                          if setting == "keep freed" else
+                                          f"{setting} for {', '.join(sorted(names))}"
+                                          for setting, names in sorted(malloc.items())))
     for shape in shapes:
         flops = {r["impl"]: r["executed_gflop_per_step"] for r in runs
                  if r["shape"] == shape.key and r["status"] == "ok"}
@@ -434,6 +453,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=1,
                         help="time every implementation, shape and dtype this many times, "
                              "round-robin, and report the median round")
+    parser.add_argument("--peers-keep-freed-memory", action="store_true",
+                        help="run the peers with lmscale's malloc settings "
+                             "(lmscale.host_memory.GLIBC_TUNABLES) instead of glibc's defaults")
     parser.add_argument("--timeout", type=int, default=3600, help="seconds per worker")
     parser.add_argument("--peer-venv", default=DEFAULT_PEER_VENV,
                         help="the Flax peer's virtual environment (built on first use)")

@@ -539,5 +539,14 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-if __name__ == "__main__":
+def entry_point() -> None:
+    """The `lmscale` command: the process's allocator set up before JAX starts
+    (`lmscale.host_memory`), then `main`. Tests call `main` in their own process instead."""
+    from lmscale.host_memory import keep_freed_memory
+
+    keep_freed_memory()
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry_point()

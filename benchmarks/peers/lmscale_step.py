@@ -7,6 +7,10 @@ line. Run by `benchmarks/cpu_side_by_side.py`, one process per shape and dtype.
 
 from __future__ import annotations
 
+from lmscale.host_memory import keep_freed_memory
+
+keep_freed_memory()  # as the `lmscale` command does, before JAX starts
+
 import flax
 import jax
 import optax

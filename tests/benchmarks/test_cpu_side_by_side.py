@@ -58,6 +58,28 @@ def test_seq_and_batch_overrides_rescale_the_masked_positions():
     assert (gpt.vocab, gpt.predictions, gpt.max_len) == (50257, 0, 1024)
 
 
+@pytest.mark.parametrize("peers_keep", [False, True])
+def test_lmscale_keeps_freed_memory_and_the_peers_only_when_asked(monkeypatch, peers_keep):
+    envs = {}
+
+    def fake_run(command, env, **kwargs):
+        impl = next(i for i, (script, _) in side.IMPLS.items() if script in command[1])
+        envs[impl] = env
+        return subprocess.CompletedProcess(command, 1, "", "not run")
+
+    monkeypatch.setattr(side.subprocess, "run", fake_run)
+    args = side.parse_args(["--shapes", "gpt2"] + ["--peers-keep-freed-memory"] * peers_keep)
+    shape = side.shape_for("gpt2", args)
+    rows = {impl: side.run_worker(sys.executable, impl, shape, "float32", args)
+            for impl in side.IMPLS}
+    # lmscale's worker sets its allocator itself, before JAX starts (as the CLI does).
+    assert rows["lmscale"]["malloc"] == "keep freed"
+    assert envs["lmscale"].get("GLIBC_TUNABLES") == os.environ.get("GLIBC_TUNABLES")
+    for peer in side.PEER_IMPLS:
+        assert rows[peer]["malloc"] == ("keep freed" if peers_keep else "glibc default")
+        assert (envs[peer].get("GLIBC_TUNABLES") == side.GLIBC_TUNABLES) == peers_keep
+
+
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
     """One run of the script at tiny GPT shapes, float32, with every available peer."""
