@@ -205,15 +205,15 @@ def run_worker(python: str, impl: str, shape: Shape, dtype: str,
     env.setdefault("JAX_PLATFORMS", "cpu")
     if impl == "hf-flax":  # transformers 4.x would otherwise import the installed torch
         env |= {"USE_TORCH": "0", "USE_TF": "0", "USE_FLAX": "1"}
-    if impl != "lmscale" and args.peers_keep_freed_memory:
+    keeps_freed = impl == "lmscale" or args.peers_keep_freed_memory
+    if keeps_freed and impl != "lmscale":  # lmscale's worker sets it up itself
         env["GLIBC_TUNABLES"] = GLIBC_TUNABLES
     command = [python, os.path.join(PEERS, IMPLS[impl][0]), *shape.worker_flags(),
                "--dtype", dtype, "--steps", str(args.steps), "--warmup", str(args.warmup),
                "--clip-norm", str(args.clip_norm)]
     base = {"impl": impl, "shape": shape.key, "dtype": dtype,
             "load_average_1m_before": round(os.getloadavg()[0], 2),
-            "malloc": "keep freed" if impl == "lmscale" or args.peers_keep_freed_memory
-            else "glibc default"}
+            "malloc": "keep freed" if keeps_freed else "glibc default"}
     try:
         done = subprocess.run(command, capture_output=True, text=True, env=env,
                               timeout=args.timeout)
@@ -399,11 +399,8 @@ def report(shapes: list[Shape], rows: list[dict], runs: list[dict], impls: list[
     malloc = {}
     for r in runs:
         malloc.setdefault(r.get("malloc", "glibc default"), set()).add(IMPLS[r["impl"]][1])
-    lines.append("- malloc: " + "; ".join(f"{setting} (lmscale.host_memory) for "
-                                          f"{', '.join(sorted(names))}"
-                                          if setting == "keep freed" else
-                                          f"{setting} for {', '.join(sorted(names))}"
-                                          for setting, names in sorted(malloc.items())))
+    lines.append("- malloc (lmscale.host_memory): " + "; ".join(
+        f"{setting} for {', '.join(sorted(names))}" for setting, names in sorted(malloc.items())))
     for shape in shapes:
         flops = {r["impl"]: r["executed_gflop_per_step"] for r in runs
                  if r["shape"] == shape.key and r["status"] == "ok"}

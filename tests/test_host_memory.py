@@ -62,3 +62,18 @@ def test_repeated_runs_reuse_the_temporaries():
 def test_opt_out_changes_nothing(monkeypatch):
     monkeypatch.setenv(OPT_OUT, "0")
     assert keep_freed_memory() is False
+
+
+def test_the_lmscale_command_sets_it_up_before_main(monkeypatch):
+    from importlib.metadata import entry_points
+
+    from lmscale import cli
+
+    [script] = [e for e in entry_points(group="console_scripts") if e.name == "lmscale"]
+    assert script.load() is cli.entry_point
+    calls = []
+    monkeypatch.setattr("lmscale.host_memory.keep_freed_memory", lambda: calls.append("keep"))
+    monkeypatch.setattr(cli, "main", lambda: calls.append("main") or 0)
+    with pytest.raises(SystemExit):
+        cli.entry_point()
+    assert calls == ["keep", "main"]
