@@ -10,9 +10,13 @@ Shapes: GPT-2 small (12 layers, d 768, 12 heads, vocab 50,257; causal-LM loss) a
 BERT-Base (12 layers, d 768, 12 heads, d_ff 3,072, vocab 30,522; MLM at ceil(15% of the
 sequence) masked positions per row, 20 at 128, plus NSP), sequence 128, batch 4.
 
-Implementations, each shape and dtype in a fresh process (benchmarks/peers/), timed alike
+Implementations, each at each shape and dtype in a fresh process (benchmarks/peers/), timed alike
 (benchmarks/peers/step_timing.py: the first step compiles and is reported apart, then the
-median of --steps steps after --warmup):
+median of --steps steps after --warmup). The workers of one shape and dtype are alive
+together and take their timed steps in turn (lmscale, HF Flax, HF PyTorch, lmscale, ...),
+each while the others wait, so a host whose speed drifts by more than the gaps between
+implementations (this repository's does) slows all of them alike; --one-at-a-time runs
+them one after another instead:
   - lmscale: the step `lmscale bench` builds (benchmarks/peers/lmscale_step.py);
   - HF Flax: transformers 4.57.6's Flax models + optax AdamW in one jitted step with donated
     state, on lmscale's own jax/flax/optax, in a virtual environment built on first use
@@ -43,13 +47,16 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from importlib import metadata
+from typing import IO
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PEERS = os.path.join(HERE, "peers")
 sys.path.insert(0, PEERS)
-from step_timing import DTYPES, default_predictions  # noqa: E402
+from step_timing import DTYPES, READY, STEP, default_predictions  # noqa: E402
 
 from lmscale.host_memory import GLIBC_TUNABLES  # noqa: E402
 
@@ -193,10 +200,10 @@ def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def run_worker(python: str, impl: str, shape: Shape, dtype: str,
-               args: argparse.Namespace) -> dict:
-    """One implementation at one shape and dtype in a fresh process: its JSON line, or a
-    row saying why it failed."""
+def worker_launch(python: str, impl: str, shape: Shape, dtype: str,
+                  args: argparse.Namespace) -> tuple[list[str], dict, dict]:
+    """One implementation's worker at one shape and dtype: its command, its environment, and
+    the fields its row starts with."""
     # One CPU device, as a user's `lmscale bench` sees it: drop any fake-device split of the
     # host (the test suite's conftest sets one, and the environment is inherited).
     xla_flags = [f for f in os.environ.get("XLA_FLAGS", "").split()
@@ -210,24 +217,106 @@ def run_worker(python: str, impl: str, shape: Shape, dtype: str,
         env["GLIBC_TUNABLES"] = GLIBC_TUNABLES
     command = [python, os.path.join(PEERS, IMPLS[impl][0]), *shape.worker_flags(),
                "--dtype", dtype, "--steps", str(args.steps), "--warmup", str(args.warmup),
-               "--clip-norm", str(args.clip_norm)]
+               "--clip-norm", str(args.clip_norm), "--interleave"]
     base = {"impl": impl, "shape": shape.key, "dtype": dtype,
             "load_average_1m_before": round(os.getloadavg()[0], 2),
             "malloc": "keep freed" if keeps_freed else "glibc default"}
+    return command, env, base
+
+
+@dataclasses.dataclass
+class _Worker:
+    """A live worker process, talked to by step_timing's step-by-step protocol."""
+
+    impl: str
+    base: dict
+    process: subprocess.Popen
+    stderr: IO[str]
+    killed: threading.Event  # set when the group's time ran out
+    error: str = ""
+
+    def _fail(self) -> None:
+        self.process.wait()
+        self.stderr.seek(0)
+        self.error = ("timed out" if self.killed.is_set() else
+                      f"exit {self.process.returncode}: {self.stderr.read().strip()[-1500:]}")
+
+    def expect(self, tag: str) -> None:
+        """Read stdout up to the line starting with `tag`; if the worker ends first, record
+        why."""
+        for line in self.process.stdout:
+            if line.startswith(tag):
+                return
+        self._fail()
+
+    def step(self) -> None:
+        try:
+            self.process.stdin.write("step\n")
+            self.process.stdin.flush()
+        except BrokenPipeError:
+            pass  # it has exited: `expect` records why
+        self.expect(STEP)
+
+    def finish(self) -> dict:
+        """The worker's row: its JSON line (printed once stdin closes) or why it failed."""
+        lines = []
+        if not self.error:
+            self.process.stdin.close()
+            lines = [line for line in self.process.stdout if line.startswith("{")]
+            if self.process.wait() or not lines:
+                self._fail()
+        self.process.kill()
+        self.process.wait()
+        self.stderr.close()
+        if self.error:
+            return self.base | {"status": "failed", "error": self.error}
+        return self.base | json.loads(lines[-1]) | {"status": "ok"}
+
+
+def run_group(pythons: dict[str, str], shape: Shape, dtype: str,
+              args: argparse.Namespace) -> list[dict]:
+    """The implementations in `pythons` at one shape and dtype, stepped in turn. Each worker
+    starts, compiles and warms up while those started before it wait; then every timed step
+    goes round the live workers one by one, so the host's drift hits them alike. A row per
+    implementation: its JSON line, or why it failed ("timed out": the group gets
+    `args.timeout` seconds per worker in all)."""
+    killed = threading.Event()
+    workers: list[_Worker] = []
+
+    def kill_all():
+        killed.set()
+        for worker in workers:
+            worker.process.kill()
+
+    watchdog = threading.Timer(args.timeout * len(pythons), kill_all)
+    watchdog.start()
     try:
-        done = subprocess.run(command, capture_output=True, text=True, env=env,
-                              timeout=args.timeout)
-    except subprocess.TimeoutExpired:
-        return base | {"status": "failed", "error": f"timed out after {args.timeout} s"}
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    if done.returncode or not lines:
-        return base | {"status": "failed",
-                       "error": f"exit {done.returncode}: {done.stderr.strip()[-1500:]}"}
-    row = base | json.loads(lines[-1]) | {"status": "ok"}
-    flops = executed_flops_per_step(shape, impl)
-    row["executed_gflop_per_step"] = flops / 1e9
-    row["executed_gflops_per_sec"] = flops / row["step_seconds"] / 1e9
-    return row
+        for impl, python in pythons.items():
+            command, env, base = worker_launch(python, impl, shape, dtype, args)
+            process = subprocess.Popen(
+                command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=(stderr := tempfile.TemporaryFile("w+")), text=True, env=env)
+            workers.append(_Worker(impl, base, process, stderr, killed))
+            if killed.is_set():
+                process.kill()
+            workers[-1].expect(READY)
+        for _ in range(args.steps):
+            for worker in workers:
+                if not worker.error:
+                    worker.step()
+        rows = [worker.finish() for worker in workers]
+    finally:
+        watchdog.cancel()
+        for worker in workers:
+            worker.process.kill()
+    alongside = sorted(pythons)
+    for row in rows:
+        row["stepped_with"] = [impl for impl in alongside if impl != row["impl"]]
+        if row["status"] == "ok":
+            flops = executed_flops_per_step(shape, row["impl"])
+            row["executed_gflop_per_step"] = flops / 1e9
+            row["executed_gflops_per_sec"] = flops / row["step_seconds"] / 1e9
+    return rows
 
 
 def run_all(args: argparse.Namespace) -> tuple[list[Shape], list[dict]]:
@@ -237,21 +326,25 @@ def run_all(args: argparse.Namespace) -> tuple[list[Shape], list[dict]]:
     if "hf-flax" in args.impls:
         pythons["hf-flax"] = flax_peer_python(args.peer_venv, not args.no_create_venv)
     shapes = [shape_for(key, args) for key in args.shapes]
+    available = {impl: pythons[impl][0] for impl in args.impls if pythons[impl][0]}
+    groups = ([{impl: python} for impl, python in available.items()] if args.one_at_a_time
+              else [available])
     runs = []
     for round_ in range(args.rounds):  # rounds outermost: every cell is timed once a round
         for shape in shapes:
             for dtype in args.dtypes:
                 for impl in args.impls:
-                    python, why = pythons[impl]
-                    if python is None:
+                    if impl not in available:
                         runs.append({"impl": impl, "shape": shape.key, "dtype": dtype,
-                                     "round": round_, "status": "skipped", "error": why})
-                        continue
+                                     "round": round_, "status": "skipped",
+                                     "error": pythons[impl][1]})
+                for group in groups:
+                    names = ", ".join(IMPLS[impl][1] for impl in group)
                     _log(f"round {round_ + 1}/{args.rounds}: {shape.title}, {dtype}, "
-                         f"{IMPLS[impl][1]} ...")
-                    row = run_worker(python, impl, shape, dtype, args) | {"round": round_}
-                    runs.append(row)
-                    _log(f"  {_describe(row)}")
+                         f"{names} ...")
+                    for row in run_group(group, shape, dtype, args):
+                        runs.append(row | {"round": round_})
+                        _log(f"  {IMPLS[row['impl']][1]}: {_describe(row)}")
     return shapes, runs
 
 
@@ -386,11 +479,14 @@ def report(shapes: list[Shape], rows: list[dict], runs: list[dict], impls: list[
                   f"steps were timed; these times and ratios do not measure the "
                   f"implementations. Rerun on an idle machine."]
     rounds = max((len(r.get("round_step_seconds", [])) for r in runs), default=1)
-    per_round = (f" over {rounds} rounds that interleave the implementations (a machine "
-                 f"that slows down slows all of them alike): the median round, and after "
-                 f"the tokens/s the fastest and slowest" if rounds > 1 else "")
-    lines += ["", f"s/step: median of the timed steps{per_round} (tokens/s in brackets). "
-              "vs X: X's "
+    stepped = any(r.get("stepped_with") for r in runs if r["status"] == "ok")
+    how = (", the implementations of a row stepped in turn in live processes (a machine that "
+           "slows down slows all of them alike)" if stepped else
+           ", each implementation's steps timed alone")
+    per_round = (f"; over {rounds} rounds in fresh processes, the median round, and after "
+                 f"the tokens/s the fastest and slowest round" if rounds > 1 else "")
+    lines += ["", f"s/step: median of the timed steps{how}{per_round} (tokens/s in "
+              "brackets). vs X: X's "
               "s/step / lmscale's (above 1: lmscale faster). Compile: the first step "
               "(PyTorch: its first, eager step). Others' CPU: the largest share of the "
               "machine's CPU that other processes took while any of the row's steps were "
@@ -450,10 +546,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=1,
                         help="time every implementation, shape and dtype this many times, "
                              "round-robin, and report the median round")
+    parser.add_argument("--one-at-a-time", action="store_true",
+                        help="run each implementation's worker alone, one after another, "
+                             "instead of stepping the workers of a shape and dtype in turn "
+                             "(less memory; the ratios then compare steps minutes apart)")
     parser.add_argument("--peers-keep-freed-memory", action="store_true",
                         help="run the peers with lmscale's malloc settings "
                              "(lmscale.host_memory.GLIBC_TUNABLES) instead of glibc's defaults")
-    parser.add_argument("--timeout", type=int, default=3600, help="seconds per worker")
+    parser.add_argument("--timeout", type=int, default=3600,
+                        help="seconds per worker (a group of workers stepped in turn gets "
+                             "this times their number)")
     parser.add_argument("--peer-venv", default=DEFAULT_PEER_VENV,
                         help="the Flax peer's virtual environment (built on first use)")
     parser.add_argument("--no-create-venv", action="store_true",

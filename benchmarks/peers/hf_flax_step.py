@@ -67,7 +67,7 @@ def main(argv=None) -> None:
         state["params"], state["opt"], value = train(state["params"], state["opt"], batch)
         jax.block_until_ready((state["params"], state["opt"], value))
 
-    timing = time_steps(step, args.steps, args.warmup)
+    timing = time_steps(step, args.steps, args.warmup, args.interleave)
     emit(args, "hf-flax", timing,
          versions={"jax": jax.__version__, "flax": flax.__version__,
                    "optax": optax.__version__, "transformers": transformers.__version__})

@@ -65,7 +65,7 @@ def main(argv=None) -> None:
             torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip_norm)
         optimizer.step()
 
-    timing = time_steps(step, args.steps, args.warmup)
+    timing = time_steps(step, args.steps, args.warmup, args.interleave)
     emit(args, "hf-torch", timing, adamw_kernel=kernel, threads=torch.get_num_threads(),
          attention=model.config._attn_implementation,
          versions={"torch": torch.__version__, "transformers": transformers.__version__})

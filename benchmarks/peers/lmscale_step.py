@@ -70,7 +70,7 @@ def main(argv=None) -> None:
         state["train"], metrics = sharded.train(state["train"], global_batch)
         jax.block_until_ready((state["train"], metrics))
 
-    timing = time_steps(step, args.steps, args.warmup)
+    timing = time_steps(step, args.steps, args.warmup, args.interleave)
     emit(args, "lmscale", timing, padded_vocab=model_cfg.padded_vocab_size,
          versions={"jax": jax.__version__, "flax": flax.__version__,
                    "optax": optax.__version__})

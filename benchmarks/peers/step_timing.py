@@ -5,9 +5,15 @@ from its own virtual environment.
 
 Timing protocol (`lmscale.train.bench.time_train_step`'s): the first step compiles and is
 timed on its own; `warmup - 1` more steps run untimed; then `steps` steps are timed one by
-one, each waited for, and the median is reported. While the timed steps run, the share of
+one, each waited for, and the median is reported. While each timed step runs, the share of
 the machine's CPU time that went to other processes is measured, because on a shared host
 a ratio means something only when nothing else runs.
+
+Step by step (`--interleave`, how the driver runs every worker): after the warm-up the
+worker prints READY and then runs each timed step only when a line arrives on its stdin,
+answering with STEP and the step's seconds. The driver keeps the workers of one shape and
+dtype alive together and steps them in turn, so a host that speeds up or slows down does
+so for all of them alike; while one steps, the others wait on a read and take no CPU.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import json
 import math
 import os
 import statistics
+import sys
 import time
 from collections.abc import Callable
 
@@ -27,6 +34,7 @@ DTYPES = ("float32", "bfloat16")
 # BERT masks 15% of the tokens (BERT section 3.1), at most `ceil(0.15 * seq)` per row:
 # 20 at sequence 128, as the BERT recipe's max_predictions_per_seq.
 MASKED_LM_PROB = 0.15
+READY, STEP = "@ready", "@step"  # the step-by-step protocol's lines on stdout
 
 
 def default_predictions(seq: int) -> int:
@@ -56,6 +64,9 @@ def add_step_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--learning-rate", type=float, default=1e-4)
     parser.add_argument("--weight-decay", type=float, default=0.01)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--interleave", action="store_true",
+                        help="after the warm-up, run each timed step when a line arrives on "
+                             "stdin (see this module's docstring)")
 
 
 def parse_step_args(description: str, argv=None) -> argparse.Namespace:
@@ -119,25 +130,39 @@ def cpu_seconds() -> tuple[float, float]:
     return busy, own.user + own.system + own.children_user + own.children_system
 
 
-def time_steps(step: Callable[[], None], steps: int, warmup: int) -> dict:
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
+def time_steps(step: Callable[[], None], steps: int, warmup: int,
+               interleave: bool = False) -> dict:
     """Run `step` (which must return only when the step has finished) `warmup + steps`
-    times; the first is the compile, the last `steps` are timed."""
+    times; the first is the compile, the last `steps` are timed (each on a line from stdin,
+    with `interleave`)."""
     start = time.perf_counter()
     step()
     compile_seconds = time.perf_counter() - start
     for _ in range(warmup - 1):
         step()
-    (busy0, own0), wall0 = cpu_seconds(), time.perf_counter()
-    times = []
+    if interleave:
+        _say(READY)
+    times, busy, own = [], 0.0, 0.0
     for _ in range(steps):
-        start = time.perf_counter()
+        if interleave and not sys.stdin.readline():
+            raise SystemExit("the driver closed stdin before the last timed step")
+        (busy0, own0), start = cpu_seconds(), time.perf_counter()
         step()
         times.append(time.perf_counter() - start)
-    (busy1, own1), wall = cpu_seconds(), time.perf_counter() - wall0
-    others = max(0.0, (busy1 - busy0) - (own1 - own0)) / (wall * os.cpu_count())
+        busy1, own1 = cpu_seconds()
+        busy, own = busy + busy1 - busy0, own + own1 - own0
+        if interleave:
+            _say(f"{STEP} {times[-1]!r}")
+    # The counters tick every 10 ms or so: on steps of a few ms the share is noise, kept
+    # within [0, 1].
+    others = min(1.0, max(0.0, busy - own) / (sum(times) * os.cpu_count()))
     return {"step_seconds": statistics.median(times), "step_seconds_min": min(times),
-            "step_seconds_max": max(times), "compile_seconds": compile_seconds,
-            "others_cpu_share": others}
+            "step_seconds_max": max(times), "step_seconds_each": times,
+            "compile_seconds": compile_seconds, "others_cpu_share": others}
 
 
 def emit(args: argparse.Namespace, impl: str, timing: dict, **extra) -> None:

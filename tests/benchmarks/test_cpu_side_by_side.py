@@ -59,25 +59,77 @@ def test_seq_and_batch_overrides_rescale_the_masked_positions():
 
 
 @pytest.mark.parametrize("peers_keep", [False, True])
-def test_lmscale_keeps_freed_memory_and_the_peers_only_when_asked(monkeypatch, peers_keep):
-    envs = {}
-
-    def fake_run(command, env, **kwargs):
-        impl = next(i for i, (script, _) in side.IMPLS.items() if script in command[1])
-        envs[impl] = env
-        return subprocess.CompletedProcess(command, 1, "", "not run")
-
-    monkeypatch.setattr(side.subprocess, "run", fake_run)
+def test_lmscale_keeps_freed_memory_and_the_peers_only_when_asked(peers_keep):
     args = side.parse_args(["--shapes", "gpt2"] + ["--peers-keep-freed-memory"] * peers_keep)
     shape = side.shape_for("gpt2", args)
-    rows = {impl: side.run_worker(sys.executable, impl, shape, "float32", args)
-            for impl in side.IMPLS}
+    launches = {impl: side.worker_launch(sys.executable, impl, shape, "float32", args)
+                for impl in side.IMPLS}
+    for impl, (command, _, _) in launches.items():
+        assert command[1].endswith(side.IMPLS[impl][0]) and "--interleave" in command
     # lmscale's worker sets its allocator itself, before JAX starts (as the CLI does).
-    assert rows["lmscale"]["malloc"] == "keep freed"
-    assert envs["lmscale"].get("GLIBC_TUNABLES") == os.environ.get("GLIBC_TUNABLES")
+    _, env, base = launches["lmscale"]
+    assert base["malloc"] == "keep freed"
+    assert env.get("GLIBC_TUNABLES") == os.environ.get("GLIBC_TUNABLES")
     for peer in side.PEER_IMPLS:
-        assert rows[peer]["malloc"] == ("keep freed" if peers_keep else "glibc default")
-        assert (envs[peer].get("GLIBC_TUNABLES") == side.GLIBC_TUNABLES) == peers_keep
+        _, env, base = launches[peer]
+        assert base["malloc"] == ("keep freed" if peers_keep else "glibc default")
+        assert (env.get("GLIBC_TUNABLES") == side.GLIBC_TUNABLES) == peers_keep
+
+
+FAKE_WORKER = """
+import json, sys, time
+sys.path.insert(0, {peers!r})
+from step_timing import time_steps
+behaviour, starts = sys.argv[1], []
+def step():
+    if behaviour == "hang":
+        time.sleep(60)
+    if behaviour == "crash" and starts:  # the first timed step
+        sys.exit(3)
+    starts.append(time.perf_counter())
+    time.sleep(0.02)
+print(json.dumps(time_steps(step, steps=3, warmup=1, interleave=True) | {{"starts": starts}}))
+"""
+
+
+def _fake_group(monkeypatch, tmp_path, behaviours, timeout=600):
+    """`run_group` on fake workers that follow the step-by-step protocol."""
+    script = tmp_path / "fake_worker.py"
+    script.write_text(FAKE_WORKER.format(peers=side.PEERS))
+
+    def launch(python, impl, shape, dtype, args):
+        return ([python, str(script), behaviours[impl]], dict(os.environ),
+                {"impl": impl, "shape": shape.key, "dtype": dtype})
+
+    monkeypatch.setattr(side, "worker_launch", launch)
+    args = side.parse_args(["--shapes", "gpt2", "--steps", "3", "--timeout", str(timeout)])
+    shape = side.shape_for("gpt2", args)
+    return side.run_group({impl: sys.executable for impl in behaviours}, shape, "float32",
+                          args)
+
+
+def test_a_group_steps_its_workers_in_turn(monkeypatch, tmp_path):
+    rows = _fake_group(monkeypatch, tmp_path, {"lmscale": "ok", "hf-torch": "ok"})
+    lmscale, torch = rows
+    assert [r["status"] for r in rows] == ["ok", "ok"]
+    assert (lmscale["stepped_with"], torch["stepped_with"]) == (["hf-torch"], ["lmscale"])
+    # After each one's compile, the timed steps alternate: lmscale, torch, lmscale, ...
+    timed = sorted([(t, "lmscale") for t in lmscale["starts"][1:]]
+                   + [(t, "torch") for t in torch["starts"][1:]])
+    assert [name for _, name in timed] == ["lmscale", "torch"] * 3
+    assert len(lmscale["step_seconds_each"]) == 3 and lmscale["step_seconds"] >= 0.02
+    assert lmscale["executed_gflop_per_step"] > 0
+
+
+def test_a_worker_that_fails_mid_run_leaves_the_others_measured(monkeypatch, tmp_path):
+    lmscale, torch = _fake_group(monkeypatch, tmp_path, {"lmscale": "ok", "hf-torch": "crash"})
+    assert lmscale["status"] == "ok" and len(lmscale["step_seconds_each"]) == 3
+    assert torch["status"] == "failed" and torch["error"].startswith("exit 3")
+
+
+def test_a_group_that_runs_out_of_time_is_killed(monkeypatch, tmp_path):
+    rows = _fake_group(monkeypatch, tmp_path, {"lmscale": "hang", "hf-torch": "ok"}, timeout=1)
+    assert [(r["status"], r["error"]) for r in rows] == [("failed", "timed out")] * 2
 
 
 @pytest.fixture(scope="module")
