@@ -70,6 +70,9 @@ IMPLS = {"lmscale": ("lmscale_step.py", "lmscale"),
          "hf-torch": ("hf_torch_step.py", "HF PyTorch")}
 PEER_IMPLS = ("hf-flax", "hf-torch")
 QUICK = dict(layers=2, d_model=64, heads=2, d_ff=256, vocab=512, seq=32, batch=2)
+# Between one worker's step and the next's: the thread pools that just worked (OpenMP's,
+# Eigen's) may spin before they sleep, and would take CPU from the next worker's step.
+HANDOFF_PAUSE = 0.2  # seconds
 CONTAMINATED = 0.05  # others' CPU share above which a timing is not trusted
 NOTES = (
     "BERT: Hugging Face's MLM head computes logits at all sequence positions (the loss "
@@ -303,6 +306,7 @@ def run_group(pythons: dict[str, str], shape: Shape, dtype: str,
         for _ in range(args.steps):
             for worker in workers:
                 if not worker.error:
+                    time.sleep(HANDOFF_PAUSE)
                     worker.step()
         rows = [worker.finish() for worker in workers]
     finally:
