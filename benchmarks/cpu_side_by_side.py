@@ -56,7 +56,8 @@ from typing import IO
 HERE = os.path.dirname(os.path.abspath(__file__))
 PEERS = os.path.join(HERE, "peers")
 sys.path.insert(0, PEERS)
-from step_timing import DTYPES, READY, STEP, default_predictions  # noqa: E402
+from step_timing import (  # noqa: E402
+    DTYPES, READY, STEP, cpu_seconds, default_predictions)
 
 from lmscale.host_memory import GLIBC_TUNABLES  # noqa: E402
 
@@ -70,9 +71,12 @@ IMPLS = {"lmscale": ("lmscale_step.py", "lmscale"),
          "hf-torch": ("hf_torch_step.py", "HF PyTorch")}
 PEER_IMPLS = ("hf-flax", "hf-torch")
 QUICK = dict(layers=2, d_model=64, heads=2, d_ff=256, vocab=512, seq=32, batch=2)
-# Between one worker's step and the next's: the thread pools that just worked (OpenMP's,
-# Eigen's) may spin before they sleep, and would take CPU from the next worker's step.
-HANDOFF_PAUSE = 0.2  # seconds
+# Before each worker's step the driver waits for the machine to go quiet (at most
+# SETTLE_MAX_SECONDS): after a step, thread pools spin before they sleep and the kernel
+# finishes freeing the step's memory (its mm workqueue took up to 10% of the CPU during the
+# next worker's step at 16 x 128 with a fixed 0.2 s pause), work that would otherwise be
+# charged to whoever steps next.
+SETTLE_WINDOW_SECONDS, SETTLE_BUSY_SHARE, SETTLE_MAX_SECONDS = 0.1, 0.05, 3.0
 CONTAMINATED = 0.05  # others' CPU share above which a timing is not trusted
 NOTES = (
     "BERT: Hugging Face's MLM head computes logits at all sequence positions (the loss "
@@ -227,6 +231,19 @@ def worker_launch(python: str, impl: str, shape: Shape, dtype: str,
     return command, env, base
 
 
+def settle() -> float:
+    """Wait until a window of SETTLE_WINDOW_SECONDS in which the machine's CPUs were busy
+    less than SETTLE_BUSY_SHARE of the time, or SETTLE_MAX_SECONDS; the seconds waited."""
+    start = time.perf_counter()
+    busy, _ = cpu_seconds()
+    while time.perf_counter() - start < SETTLE_MAX_SECONDS:
+        time.sleep(SETTLE_WINDOW_SECONDS)
+        busy, last = cpu_seconds()[0], busy
+        if busy - last < SETTLE_BUSY_SHARE * SETTLE_WINDOW_SECONDS * os.cpu_count():
+            break
+    return time.perf_counter() - start
+
+
 @dataclasses.dataclass
 class _Worker:
     """A live worker process, talked to by step_timing's step-by-step protocol."""
@@ -237,6 +254,7 @@ class _Worker:
     stderr: IO[str]
     killed: threading.Event  # set when the group's time ran out
     error: str = ""
+    settled: list[float] = dataclasses.field(default_factory=list)  # waits before its steps
 
     def _fail(self) -> None:
         self.process.wait()
@@ -273,7 +291,8 @@ class _Worker:
         self.stderr.close()
         if self.error:
             return self.base | {"status": "failed", "error": self.error}
-        return self.base | json.loads(lines[-1]) | {"status": "ok"}
+        return (self.base | json.loads(lines[-1])
+                | {"status": "ok", "settle_seconds": [round(s, 2) for s in self.settled]})
 
 
 def run_group(pythons: dict[str, str], shape: Shape, dtype: str,
@@ -306,7 +325,7 @@ def run_group(pythons: dict[str, str], shape: Shape, dtype: str,
         for _ in range(args.steps):
             for worker in workers:
                 if not worker.error:
-                    time.sleep(HANDOFF_PAUSE)
+                    worker.settled.append(settle())
                     worker.step()
         rows = [worker.finish() for worker in workers]
     finally:

@@ -118,6 +118,7 @@ def test_a_group_steps_its_workers_in_turn(monkeypatch, tmp_path):
                    + [(t, "torch") for t in torch["starts"][1:]])
     assert [name for _, name in timed] == ["lmscale", "torch"] * 3
     assert len(lmscale["step_seconds_each"]) == 3 and lmscale["step_seconds"] >= 0.02
+    assert len(lmscale["settle_seconds"]) == 3
     assert lmscale["executed_gflop_per_step"] > 0
 
 
