@@ -10,7 +10,7 @@ Shapes: GPT-2 small (12 layers, d 768, 12 heads, vocab 50,257; causal-LM loss) a
 BERT-Base (12 layers, d 768, 12 heads, d_ff 3,072, vocab 30,522; MLM at ceil(15% of the
 sequence) masked positions per row, 20 at 128, plus NSP), sequence 128, batch 4.
 
-Implementations, each at each shape and dtype in a fresh process (benchmarks/peers/), timed alike
+Implementations, a fresh process for each at each shape and dtype (benchmarks/peers/), timed alike
 (benchmarks/peers/step_timing.py: the first step compiles and is reported apart, then the
 median of --steps steps after --warmup). The workers of one shape and dtype are alive
 together and take their timed steps in turn (lmscale, HF Flax, HF PyTorch, lmscale, ...),

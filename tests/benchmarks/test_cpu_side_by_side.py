@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -208,3 +209,24 @@ def test_rounds_merge_into_the_median_round_and_show_their_spread():
                        {"cpu_count": 2, "lmscale_revision": "x", "load_average_before": [0],
                         "load_average_after": [0]})
     assert "over 3 rounds" in text
+
+
+def test_settle_waits_for_a_quiet_window_and_no_longer_than_its_limit(monkeypatch):
+    monkeypatch.setattr(side, "SETTLE_WINDOW_SECONDS", 0.001)
+    cpus = os.cpu_count()
+    # Busy CPU-seconds as read before the wait and after each window: five busy windows,
+    # then quiet ones.
+    readings = [0.0] + [i * 0.001 * cpus for i in range(1, 6)] + [5 * 0.001 * cpus] * 10
+    calls = 0
+
+    def cpu_seconds():
+        nonlocal calls
+        calls += 1
+        return readings[calls - 1], 0.0
+
+    monkeypatch.setattr(side, "cpu_seconds", cpu_seconds)
+    side.settle()
+    assert calls == 7  # the first reading, five busy windows, the first quiet one
+    monkeypatch.setattr(side, "SETTLE_MAX_SECONDS", 0.05)
+    monkeypatch.setattr(side, "cpu_seconds", lambda: (time.perf_counter() * cpus, 0.0))
+    assert 0.05 <= side.settle() < 1.0  # never quiet: gives up at the limit
