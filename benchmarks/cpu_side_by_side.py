@@ -72,10 +72,11 @@ IMPLS = {"lmscale": ("lmscale_step.py", "lmscale"),
 PEER_IMPLS = ("hf-flax", "hf-torch")
 QUICK = dict(layers=2, d_model=64, heads=2, d_ff=256, vocab=512, seq=32, batch=2)
 # Before each worker's step the driver waits for the machine to go quiet (at most
-# SETTLE_MAX_SECONDS): after a step, thread pools spin before they sleep and the kernel
-# finishes freeing the step's memory (its mm workqueue took up to 10% of the CPU during the
-# next worker's step at 16 x 128 with a fixed 0.2 s pause), work that would otherwise be
-# charged to whoever steps next.
+# SETTLE_MAX_SECONDS): after a step the kernel goes on freeing the step's memory (its mm
+# workqueue took up to 10% of the CPU during the next worker's step at 16 x 128 with a fixed
+# 0.2 s pause), and thread pools may spin before they sleep: work that would otherwise be
+# charged to whoever steps next. On 2 cores at 100 clock ticks a second, a quiet window is
+# one in which no tick was busy.
 SETTLE_WINDOW_SECONDS, SETTLE_BUSY_SHARE, SETTLE_MAX_SECONDS = 0.1, 0.05, 3.0
 CONTAMINATED = 0.05  # others' CPU share above which a timing is not trusted
 NOTES = (

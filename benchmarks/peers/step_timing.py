@@ -130,10 +130,6 @@ def cpu_seconds() -> tuple[float, float]:
     return busy, own.user + own.system + own.children_user + own.children_system
 
 
-def _say(line: str) -> None:
-    print(line, flush=True)
-
-
 def time_steps(step: Callable[[], None], steps: int, warmup: int,
                interleave: bool = False) -> dict:
     """Run `step` (which must return only when the step has finished) `warmup + steps`
@@ -145,7 +141,7 @@ def time_steps(step: Callable[[], None], steps: int, warmup: int,
     for _ in range(warmup - 1):
         step()
     if interleave:
-        _say(READY)
+        print(READY, flush=True)
     times, busy, own = [], 0.0, 0.0
     for _ in range(steps):
         if interleave and not sys.stdin.readline():
@@ -156,7 +152,7 @@ def time_steps(step: Callable[[], None], steps: int, warmup: int,
         busy1, own1 = cpu_seconds()
         busy, own = busy + busy1 - busy0, own + own1 - own0
         if interleave:
-            _say(f"{STEP} {times[-1]!r}")
+            print(f"{STEP} {times[-1]!r}", flush=True)
     # The counters tick every 10 ms or so: on steps of a few ms the share is noise, kept
     # within [0, 1].
     others = min(1.0, max(0.0, busy - own) / (sum(times) * os.cpu_count()))

@@ -230,3 +230,26 @@ def test_settle_waits_for_a_quiet_window_and_no_longer_than_its_limit(monkeypatc
     monkeypatch.setattr(side, "SETTLE_MAX_SECONDS", 0.05)
     monkeypatch.setattr(side, "cpu_seconds", lambda: (time.perf_counter() * cpus, 0.0))
     assert 0.05 <= side.settle() < 1.0  # never quiet: gives up at the limit
+
+
+@pytest.mark.parametrize("one_at_a_time", [False, True])
+def test_rounds_step_every_available_implementation_together_or_one_at_a_time(
+        monkeypatch, one_at_a_time):
+    groups = []
+
+    def run_group(pythons, shape, dtype, args):
+        groups.append((shape.key, dtype, sorted(pythons)))
+        return [_run(impl, dtype, 1.0, shape.key) for impl in pythons]
+
+    monkeypatch.setattr(side, "run_group", run_group)
+    monkeypatch.setattr(side, "torch_peer_python", lambda: (sys.executable, ""))
+    monkeypatch.setattr(side, "flax_peer_python", lambda venv, create: (None, "no venv"))
+    args = side.parse_args(["--shapes", "gpt2", "--dtypes", "bfloat16", "--rounds", "2"]
+                           + ["--one-at-a-time"] * one_at_a_time)
+    _, runs = side.run_all(args)
+    together = [("gpt2", "bfloat16", ["hf-torch", "lmscale"])]
+    alone = [("gpt2", "bfloat16", ["lmscale"]), ("gpt2", "bfloat16", ["hf-torch"])]
+    assert groups == (alone if one_at_a_time else together) * 2
+    skipped = [r for r in runs if r["status"] == "skipped"]
+    assert [(r["impl"], r["round"], r["error"]) for r in skipped] == [
+        ("hf-flax", 0, "no venv"), ("hf-flax", 1, "no venv")]
